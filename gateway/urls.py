@@ -1,0 +1,16 @@
+"""URL map of the control plane. Inference routes (/v1, /openai, /anthropic) never reach
+Django: gateway/asgi.py sends them to the data plane."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/governance/", include("governance.api.urls")),
+    path("api/governance/", include("routing.api.urls")),
+    path("api/governance/", include("pricing.api.urls")),
+    path("api/", include("gateway.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

@@ -1,0 +1,12 @@
+"""Test settings: the project's settings with fast hashing and an isolated state dir."""
+
+import os
+import tempfile
+
+os.environ.setdefault("GATEWAY_STATE_DIR", os.path.join(tempfile.gettempdir(), "gateway-test"))
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
+os.environ.setdefault("GATEWAY_ENCRYPTION_KEY", "x0uy3a5Z8Zf-vGJ6T5i3g2Zr8S3mnF9XWnUH7K2M1Hw=")
+
+from gateway.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
