@@ -58,7 +58,7 @@ def _check_unique_durations(entries: list[dict[str, Any]], field: str) -> None:
         if duration in seen:
             raise BadRequest(
                 f"duplicate reset_duration in {field}: {duration}",
-                fields={f"{field}[{index}].reset_duration": [f"duplicate reset_duration {duration}"]},
+                fields={f"{field}[{index}].reset_duration": ["duplicate reset_duration"]},
             )
         seen.add(duration)
 

@@ -23,7 +23,9 @@ class AdminTokenAuthentication(BaseAuthentication):
         if not parts or parts[0].lower() != self.keyword:
             return None
         if len(parts) != 2:
-            raise exceptions.AuthenticationFailed("Invalid Authorization header: use Bearer <token>")
+            raise exceptions.AuthenticationFailed(
+                "Invalid Authorization header: use Bearer <token>"
+            )
         try:
             token = parts[1].decode("ascii")
         except UnicodeDecodeError:

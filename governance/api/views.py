@@ -9,8 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from gateway.actions import delete_object
+from gateway.api.base import ManagementAPIView
 from gateway.api.listing import list_response
-from gateway.api.views import ManagementAPIView
 from gateway.errors import NotFound
 from gateway.models import Provider
 from governance import actions

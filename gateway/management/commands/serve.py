@@ -1,0 +1,37 @@
+"""``manage.py serve``: run the whole app (admin, API, inference) under uvicorn."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from gateway.conf import gateway_settings
+
+
+class Command(BaseCommand):
+    help = "Serve the gateway with uvicorn on HOST:PORT."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=settings.HOST)
+        parser.add_argument("--port", type=int, default=settings.PORT)
+        parser.add_argument("--workers", type=int, default=1)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        import uvicorn
+
+        gateway_settings.validate()
+        self.stdout.write(f"Serving on http://{options['host']}:{options['port']}/ "
+                          f"(admin at /admin/, API docs at /api/docs/)")
+        uvicorn.run(
+            "gateway.asgi:application",
+            host=options["host"],
+            port=options["port"],
+            workers=options["workers"],
+            loop="auto",
+            http="auto",
+            lifespan="on",
+            log_level="info",
+            timeout_graceful_shutdown=30,
+        )

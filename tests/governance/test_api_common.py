@@ -1,0 +1,185 @@
+"""Cross-cutting behaviour of the management API: auth, body parsing, errors, pagination."""
+
+import pytest
+
+from gateway.models import AuditEvent
+from tests.factories import CustomerFactory, TeamFactory, VirtualKeyFactory
+
+pytestmark = pytest.mark.django_db
+
+ROUTES = [
+    ("get", "/api/governance/virtual-keys"),
+    ("post", "/api/governance/virtual-keys"),
+    ("get", "/api/governance/teams"),
+    ("post", "/api/governance/customers"),
+    ("get", "/api/governance/budgets"),
+    ("get", "/api/governance/rate-limits"),
+    ("get", "/api/governance/model-configs"),
+    ("get", "/api/governance/providers"),
+    ("get", "/api/governance/routing-rules"),
+    ("get", "/api/governance/pricing-overrides"),
+    ("get", "/api/providers"),
+    ("get", "/api/aliases"),
+    ("get", "/api/audit-events"),
+]
+
+
+def assert_error(response, status, field=None, text=None):
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["status_code"] == status
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["type"], str)
+    if field is not None:
+        assert field in body["error"]["fields"], body
+    if text is not None:
+        assert text in body["error"]["message"], body
+    return body
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_no_credentials_is_401(anonymous_api, method, path):
+    response = getattr(anonymous_api, method)(path, {}, format="json")
+    body = assert_error(response, 401)
+    assert body["error"]["type"] == "authentication_error"
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_non_staff_is_403(non_staff_api, method, path):
+    assert_error(getattr(non_staff_api, method)(path, {}, format="json"), 403)
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer gwa-not-a-real-token", "Bearer", "Bearer a b", "Bearer sk-something",
+     "Bearer " + "x" * 500],
+)
+def test_bad_tokens_are_401(anonymous_api, header):
+    anonymous_api.credentials(HTTP_AUTHORIZATION=header)
+    assert_error(anonymous_api.get("/api/governance/teams"), 401)
+
+
+def test_staff_session_works(client, staff_user):
+    client.force_login(staff_user)
+    assert client.get("/api/governance/teams").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        ("{bad", "Invalid JSON"),
+        ("", "Invalid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('"text"', "must be a JSON object"),
+        ('{"name": NaN}', "Invalid JSON"),
+        ('{"name": "\\ud800"}', "Invalid JSON"),
+    ],
+)
+def test_malformed_bodies_are_400(api, body, text):
+    response = api.post("/api/governance/customers", data=body, content_type="application/json")
+    assert_error(response, 400, text=text)
+
+
+def test_oversized_body_is_413(api, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = api.post("/api/governance/customers", {"name": "x" * 2000}, format="json")
+    assert_error(response, 413)
+
+
+def test_non_json_content_type_is_415(api):
+    response = api.post("/api/governance/customers", data="name=x",
+                        content_type="application/x-www-form-urlencoded")
+    assert_error(response, 415)
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("limit=abc", "limit"), ("limit=-1", "limit"), ("offset=x", "offset"),
+     ("offset=-5", "offset"), ("limit=1.5", "limit")],
+)
+@pytest.mark.parametrize("path", ["/api/governance/virtual-keys", "/api/governance/teams",
+                                  "/api/governance/customers", "/api/governance/model-configs"])
+def test_bad_pagination_is_400(api, path, query, field):
+    assert_error(api.get(f"{path}?{query}"), 400, field=field)
+
+
+def test_pagination_envelope_and_clamping(api):
+    for _ in range(30):
+        CustomerFactory()
+    everything = api.get("/api/governance/customers").json()
+    assert everything["count"] == everything["total_count"] == everything["limit"] == 30
+    assert everything["offset"] == 0
+
+    default_page = api.get("/api/governance/customers?offset=0").json()
+    assert (default_page["count"], default_page["limit"], default_page["total_count"]) == (
+        25, 25, 30)
+
+    last = api.get("/api/governance/customers?limit=10&offset=25").json()
+    assert (last["count"], last["offset"]) == (5, 25)
+
+    clamped = api.get("/api/governance/customers?limit=1000").json()
+    assert clamped["limit"] == 100 and clamped["count"] == 30
+
+    zero = api.get("/api/governance/customers?limit=0").json()
+    assert zero["limit"] == 25
+
+
+def test_search_is_case_insensitive_substring(api):
+    CustomerFactory(name="Acme Corp")
+    CustomerFactory(name="Globex")
+    body = api.get("/api/governance/customers?search=acme").json()
+    assert [item["name"] for item in body["customers"]] == ["Acme Corp"]
+    assert body["total_count"] == 1
+
+
+def test_filters_validate_their_values(api):
+    assert_error(api.get("/api/governance/teams?customer_id=not-a-uuid"), 400,
+                 field="customer_id")
+    assert_error(api.get("/api/governance/virtual-keys?sort_by=secret_hash"), 400,
+                 field="sort_by")
+
+
+def test_key_list_filters_and_sorting(api):
+    team = TeamFactory()
+    VirtualKeyFactory(name="b-key", team=team)
+    VirtualKeyFactory(name="a-key", team=team)
+    VirtualKeyFactory(name="other", team=TeamFactory())
+    body = api.get(f"/api/governance/virtual-keys?team_id={team.id}&sort_by=name&order=asc")
+    assert [item["name"] for item in body.json()["virtual_keys"]] == ["a-key", "b-key"]
+    body = api.get(f"/api/governance/virtual-keys?team_id={team.id}&sort_by=name&order=desc")
+    assert [item["name"] for item in body.json()["virtual_keys"]] == ["b-key", "a-key"]
+
+
+@pytest.mark.parametrize("path", [
+    "/api/governance/virtual-keys/{id}", "/api/governance/teams/{id}",
+    "/api/governance/customers/{id}", "/api/governance/model-configs/{id}",
+])
+@pytest.mark.parametrize("ident", ["00000000-0000-0000-0000-000000000000", "nope", "1"])
+def test_unknown_ids_are_404(api, path, ident):
+    for method in ("get", "put", "delete"):
+        response = getattr(api, method)(path.format(id=ident), {"name": "x"}, format="json")
+        assert_error(response, 404, text="not found")
+
+
+def test_openapi_schema_and_docs(api, client, staff_user):
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200
+    document = schema.json()
+    for path in ("/api/governance/virtual-keys", "/api/governance/routing-rules",
+                 "/api/governance/pricing-overrides", "/api/providers"):
+        assert any(key.rstrip("/").startswith(path) for key in document["paths"]), path
+    client.force_login(staff_user)
+    assert client.get("/api/docs/").status_code == 200
+
+
+def test_writes_are_audited_with_actor(api):
+    response = api.post("/api/governance/customers", {"name": "audited"}, format="json")
+    customer_id = response.json()["customer"]["id"]
+    api.put(f"/api/governance/customers/{customer_id}", {"name": "renamed"}, format="json")
+    api.delete(f"/api/governance/customers/{customer_id}")
+    events = list(AuditEvent.objects.filter(object_id=customer_id).order_by("created_at"))
+    assert [event.action for event in events] == ["create", "update", "delete"]
+    assert {event.actor_name for event in events} == {"operator"}
+    assert {event.source for event in events} == {"api"}
+    assert events[1].changes["name"] == ["audited", "renamed"]
