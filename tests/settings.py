@@ -7,6 +7,6 @@ os.environ.setdefault("GATEWAY_STATE_DIR", os.path.join(tempfile.gettempdir(), "
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("GATEWAY_ENCRYPTION_KEY", "x0uy3a5Z8Zf-vGJ6T5i3g2Zr8S3mnF9XWnUH7K2M1Hw=")
 
-from gateway.settings import *  # noqa: E402,F403
+from gateway.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
