@@ -1,0 +1,467 @@
+"""Admin for customers, teams, virtual keys, their limits, model configs and usage records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db import models, transaction
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils.html import format_html, format_html_join
+
+from gateway import config_version
+from gateway.admin_base import (
+    AuditedInlineMixin,
+    AuditedModelAdmin,
+    BudgetInline,
+    GatewayAdminForm,
+    LimitOwnerAdmin,
+    RateLimitForm,
+    RateLimitInline,
+    ReadOnlyModelAdmin,
+    admin_change_url,
+    get_actor,
+    key_alignment,
+    link_to,
+    money,
+    prepare_budget_window,
+    render_secret_once,
+    usage_bar,
+)
+from gateway.secrets import digest, display_prefix, new_virtual_key_secret
+from governance import actions, limits
+from governance.models import (
+    OWNER_FIELDS,
+    Budget,
+    Customer,
+    ModelConfig,
+    RateLimit,
+    Team,
+    UsageRecord,
+    VirtualKey,
+    VirtualKeyProviderConfig,
+)
+
+SECRET_EXPLANATION = (
+    "This is the only time the secret is shown: the gateway stores only its SHA-256 digest. "
+    "If it is lost, rotate the key to get a new one."
+)
+LISTED_KEYS = 50  # virtual keys listed on a team or customer page before "and N more"
+
+
+def keys_listing(keys: models.QuerySet[VirtualKey]) -> str:
+    total = keys.count()
+    if not total:
+        return "no virtual keys"
+    shown = format_html_join(", ", "{}", ((link_to(key),) for key in keys[:LISTED_KEYS]))
+    if total > LISTED_KEYS:
+        return format_html("{} and {} more", shown, total - LISTED_KEYS)
+    return shown
+
+
+# --- customers and teams --------------------------------------------------------------------
+
+@admin.register(Customer)
+class CustomerAdmin(LimitOwnerAdmin):
+    owner_kind = "customer"
+    list_display = ("name", "team_count", "key_count", "budgets_column", "rate_limit_column",
+                    "created_at")
+    search_fields = ("name", "description")
+    fields = ("name", "description", "teams_and_keys", "created_at", "updated_at")
+    readonly_fields = ("teams_and_keys", "created_at", "updated_at")
+    inlines = [BudgetInline, RateLimitInline]
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).annotate(
+            _teams=Count("teams", distinct=True), _keys=Count("virtual_keys", distinct=True)
+        )
+
+    @admin.display(description="teams", ordering="_teams")
+    def team_count(self, obj: Customer) -> int:
+        return obj._teams  # type: ignore[attr-defined]
+
+    @admin.display(description="virtual keys", ordering="_keys")
+    def key_count(self, obj: Customer) -> int:
+        return obj._keys  # type: ignore[attr-defined]
+
+    @admin.display(description="teams and virtual keys")
+    def teams_and_keys(self, obj: Customer) -> str:
+        if obj.pk is None:
+            return "-"
+        teams = format_html_join(", ", "{}", ((link_to(team),) for team in obj.teams.all()))
+        return format_html("Teams: {}<br>Virtual keys: {}", teams or "none",
+                           keys_listing(obj.virtual_keys.all()))
+
+
+@admin.register(Team)
+class TeamAdmin(LimitOwnerAdmin):
+    owner_kind = "team"
+    list_display = ("name", "customer", "key_count", "budgets_column", "rate_limit_column",
+                    "created_at")
+    list_filter = (("customer", admin.RelatedOnlyFieldListFilter),)
+    list_select_related = ("customer",)
+    search_fields = ("name", "description", "customer__name")
+    autocomplete_fields = ("customer",)
+    fields = ("name", "description", "customer", "virtual_keys_listing", "created_at",
+              "updated_at")
+    readonly_fields = ("virtual_keys_listing", "created_at", "updated_at")
+    inlines = [BudgetInline, RateLimitInline]
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).annotate(_keys=Count("virtual_keys"))
+
+    @admin.display(description="virtual keys", ordering="_keys")
+    def key_count(self, obj: Team) -> int:
+        return obj._keys  # type: ignore[attr-defined]
+
+    @admin.display(description="virtual keys")
+    def virtual_keys_listing(self, obj: Team) -> str:
+        return keys_listing(obj.virtual_keys.all()) if obj.pk else "-"
+
+
+# --- virtual keys -----------------------------------------------------------------------------
+
+class VirtualKeyForm(GatewayAdminForm):
+    class Meta:
+        model = VirtualKey
+        fields = ("name", "description", "team", "customer", "is_active", "expires_at",
+                  "calendar_aligned", "max_concurrent_requests")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if cleaned.get("team") is not None and cleaned.get("customer") is not None:
+            message = "A virtual key belongs to a team or a customer, not both."
+            self.add_error("team", message)
+            self.add_error("customer", message)
+        return cleaned
+
+
+class ProviderConfigForm(GatewayAdminForm):
+    class Meta:
+        model = VirtualKeyProviderConfig
+        fields = ("virtual_key", "provider", "weight", "allowed_models", "allow_all_keys", "keys")
+        widgets = {"allowed_models": forms.Textarea(attrs={"rows": 2, "cols": 30})}
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        provider = cleaned.get("provider")
+        keys = cleaned.get("keys")
+        if provider is not None and keys:
+            foreign = [str(key) for key in keys if key.provider_id != provider.pk]
+            if foreign:
+                self.add_error("keys", f"not keys of provider {provider.name}: "
+                                       f"{', '.join(foreign)}")
+            elif cleaned.get("allow_all_keys"):
+                self.add_error("keys", "leave empty when all keys of the provider are allowed")
+        return cleaned
+
+
+class ProviderConfigInline(AuditedInlineMixin, admin.TabularInline):
+    model = VirtualKeyProviderConfig
+    form = ProviderConfigForm
+    fields = ("provider", "weight", "allowed_models", "allow_all_keys", "keys")
+    autocomplete_fields = ("provider", "keys")
+    extra = 0
+    show_change_link = True
+    verbose_name_plural = "provider configs (open one to set its budgets and rate limit)"
+
+
+@admin.register(VirtualKey)
+class VirtualKeyAdmin(LimitOwnerAdmin):
+    owner_kind = "virtual_key"
+    form = VirtualKeyForm
+    list_display = ("name", "secret_display", "team", "customer", "is_active", "expires_at",
+                    "budgets_column", "created_at")
+    list_filter = ("is_active", ("team", admin.RelatedOnlyFieldListFilter),
+                   ("customer", admin.RelatedOnlyFieldListFilter), "calendar_aligned")
+    list_select_related = ("team", "customer")
+    search_fields = ("name", "description", "secret_prefix")
+    autocomplete_fields = ("team", "customer")
+    readonly_fields = ("secret_display", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name", "description", "secret_display", "is_active", "expires_at")}),
+        ("Owner", {"fields": ("team", "customer"),
+                   "description": "A key belongs to a team, a customer, or neither."}),
+        ("Limits", {"fields": ("calendar_aligned", "max_concurrent_requests")}),
+        ("History", {"fields": ("created_at", "updated_at")}),
+    )
+    inlines = [ProviderConfigInline, BudgetInline, RateLimitInline]
+    actions = ["activate", "deactivate", "rotate_secret", "reset_usage"]
+
+    @admin.display(description="secret", ordering="secret_prefix")
+    def secret_display(self, obj: VirtualKey) -> str:
+        return f"{obj.secret_prefix}…" if obj.secret_prefix else "(generated when saved)"
+
+    # -- the secret is generated on add and shown once -------------------------------------
+
+    def prepare_object(self, request: HttpRequest, obj: Any, previous: Any) -> None:
+        if previous is None:
+            secret = new_virtual_key_secret()
+            obj.secret_hash = digest(secret)
+            obj.secret_prefix = display_prefix(secret)
+            # Held on this request only, for response_add; never stored.
+            request._gateway_new_secret = secret  # type: ignore[attr-defined]
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        if change and "calendar_aligned" in form.changed_data:
+            key = form.instance
+            limits.realign_budgets(
+                get_actor(request),
+                Budget.objects.filter(Q(virtual_key=key) | Q(provider_config__virtual_key=key)),
+                key.calendar_aligned,
+            )
+
+    def response_add(self, request: HttpRequest, obj: Any, post_url_continue: Any = None,
+                     ) -> HttpResponse:
+        secret = getattr(request, "_gateway_new_secret", None)
+        if secret is None:
+            return super().response_add(request, obj, post_url_continue)
+        return render_secret_once(request, self, obj, secret,
+                                  title="Virtual key created: copy its secret now",
+                                  explanation=SECRET_EXPLANATION)
+
+    # -- rotation: an object-tools button (own URL) and a changelist action ------------------
+
+    def get_urls(self) -> list[Any]:
+        opts = self.model._meta
+        return [
+            path("<path:object_id>/rotate/", self.admin_site.admin_view(self.rotate_view),
+                 name=f"{opts.app_label}_{opts.model_name}_rotate"),
+            *super().get_urls(),
+        ]
+
+    def _rotate_confirmation(self, request: HttpRequest, key: VirtualKey,
+                             action_name: str = "") -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Rotate the secret?",
+            "subtitle": str(key),
+            "opts": self.model._meta,
+            "object": key,
+            "object_url": admin_change_url(key),
+            "action_name": action_name,
+        }
+        return TemplateResponse(
+            request, "admin/governance/virtualkey/rotate_confirmation.html", context
+        )
+
+    def _rotate(self, request: HttpRequest, key: VirtualKey) -> HttpResponse:
+        key, secret = actions.rotate_virtual_key(get_actor(request), key)
+        return render_secret_once(request, self, key, secret,
+                                  title="Secret rotated: copy the new secret now",
+                                  explanation="The previous secret no longer works. "
+                                              + SECRET_EXPLANATION)
+
+    def rotate_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        key = self.get_object(request, unquote(object_id))
+        if key is None:
+            return self._get_obj_does_not_exist_redirect(request, self.model._meta, object_id)
+        if not self.has_change_permission(request, key):
+            raise PermissionDenied
+        if request.method == "POST":
+            return self._rotate(request, key)
+        return self._rotate_confirmation(request, key)
+
+    @admin.action(description="Rotate the secret of the selected key", permissions=["change"])
+    def rotate_secret(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one virtual key to rotate its secret.",
+                              messages.ERROR)
+            return None
+        key = queryset.get()
+        if request.POST.get("post") == "yes":
+            return self._rotate(request, key)
+        return self._rotate_confirmation(request, key, action_name="rotate_secret")
+
+    @admin.action(description="Activate the selected virtual keys", permissions=["change"])
+    def activate(self, request: HttpRequest, queryset: Any) -> None:
+        count = actions.set_virtual_keys_active(get_actor(request), queryset, True)
+        self.message_user(request, f"{count} virtual key(s) activated.", messages.SUCCESS)
+
+    @admin.action(description="Deactivate the selected virtual keys", permissions=["change"])
+    def deactivate(self, request: HttpRequest, queryset: Any) -> None:
+        count = actions.set_virtual_keys_active(get_actor(request), queryset, False)
+        self.message_user(request, f"{count} virtual key(s) deactivated.", messages.SUCCESS)
+
+
+@admin.register(VirtualKeyProviderConfig)
+class ProviderConfigAdmin(LimitOwnerAdmin):
+    owner_kind = "provider_config"
+    form = ProviderConfigForm
+    list_display = ("__str__", "virtual_key", "provider", "weight", "allowed_models",
+                    "allow_all_keys", "budgets_column", "rate_limit_column")
+    list_filter = (("provider", admin.RelatedOnlyFieldListFilter), "allow_all_keys")
+    list_select_related = ("virtual_key", "provider")
+    search_fields = ("virtual_key__name", "provider__name")
+    autocomplete_fields = ("virtual_key", "provider", "keys")
+    inlines = [BudgetInline, RateLimitInline]
+
+
+# --- model configs ----------------------------------------------------------------------------
+
+@admin.register(ModelConfig)
+class ModelConfigAdmin(LimitOwnerAdmin):
+    owner_kind = "model_config"
+    list_display = ("model_name", "provider_display", "budgets_column", "rate_limit_column",
+                    "updated_at")
+    list_filter = (("provider", admin.RelatedOnlyFieldListFilter),)
+    list_select_related = ("provider",)
+    search_fields = ("model_name", "provider__name")
+    autocomplete_fields = ("provider",)
+    inlines = [BudgetInline, RateLimitInline]
+
+    @admin.display(description="provider", ordering="provider__name")
+    def provider_display(self, obj: ModelConfig) -> str:
+        return obj.provider.name if obj.provider_id else "any provider"
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == "provider":
+            field.help_text = "Leave empty for this model on any provider."
+        return field
+
+
+# --- budgets and rate limits on their own -----------------------------------------------------
+
+class OwnerKindFilter(admin.SimpleListFilter):
+    title = "owner type"
+    parameter_name = "owner"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(name, name.replace("_", " ")) for name in OWNER_FIELDS]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        value = self.value()
+        if value in OWNER_FIELDS:
+            return queryset.filter(**{f"{value}__isnull": False})
+        return queryset
+
+
+OWNER_SELECT = ("customer", "team", "virtual_key", "provider_config__virtual_key",
+                "provider_config__provider", "model_config__provider", "provider")
+OWNER_SEARCH = ("customer__name", "team__name", "virtual_key__name", "provider__name",
+                "provider_config__virtual_key__name", "model_config__model_name")
+
+
+class LimitAdmin(AuditedModelAdmin):
+    """Budgets and rate limits listed across owners; created and removed on their owners."""
+
+    list_select_related = OWNER_SELECT
+    search_fields = OWNER_SEARCH
+    actions = ["reset_usage"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="owner")
+    def owner_link(self, obj: Budget | RateLimit) -> str:
+        return link_to(obj.owner, obj.owner_label())
+
+    @admin.action(description="Reset usage of the selected %(verbose_name_plural)s")
+    def reset_usage(self, request: HttpRequest, queryset: Any) -> None:
+        actor = get_actor(request)
+        with transaction.atomic():
+            count = 0
+            for limit in queryset:
+                limits.reset_usage(actor, limit)
+                count += 1
+            config_version.bump_on_commit()
+        self.message_user(request, f"Usage reset on {count} limit(s).", messages.SUCCESS)
+
+
+@admin.register(Budget)
+class BudgetAdmin(LimitAdmin):
+    list_display = ("owner_link", "limit", "window", "usage", "usage_percent_bar", "last_reset",
+                    "usage_reset_at")
+    list_filter = (OwnerKindFilter, "reset_duration", "calendar_aligned")
+    fields = ("owner_link", "max_limit", "reset_duration", "calendar_aligned", "current_usage",
+              "usage_percent_bar", "last_reset", "usage_reset_at", "created_at", "updated_at")
+    readonly_fields = ("owner_link", "current_usage", "usage_percent_bar", "last_reset",
+                       "usage_reset_at", "created_at", "updated_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = super().get_readonly_fields(request, obj)
+        if obj is not None and obj.owner_kind in ("virtual_key", "provider_config"):
+            return (*fields, "calendar_aligned")  # follows the key's flag
+        return fields
+
+    @admin.display(description="limit", ordering="max_limit")
+    def limit(self, obj: Budget) -> str:
+        return money(obj.max_limit)
+
+    @admin.display(description="window", ordering="reset_duration")
+    def window(self, obj: Budget) -> str:
+        return f"{obj.reset_duration} (calendar)" if obj.calendar_aligned else obj.reset_duration
+
+    @admin.display(description="usage", ordering="current_usage")
+    def usage(self, obj: Budget) -> str:
+        return money(obj.current_usage)
+
+    @admin.display(description="usage %")
+    def usage_percent_bar(self, obj: Budget) -> str:
+        return usage_bar(obj.usage_percent)
+
+    def prepare_object(self, request: HttpRequest, obj: Any, previous: Any) -> None:
+        owner = obj.owner
+        aligned = key_alignment(owner) if owner is not None else None
+        prepare_budget_window(obj, previous,
+                              aligned=obj.calendar_aligned if aligned is None else aligned)
+
+
+@admin.register(RateLimit)
+class RateLimitAdmin(LimitAdmin):
+    form = RateLimitForm
+    list_display = ("owner_link", "token_limit", "token_usage", "request_limit",
+                    "request_usage", "token_last_reset", "request_last_reset")
+    list_filter = (OwnerKindFilter, "token_reset_duration", "request_reset_duration")
+    fields = ("owner_link", "token_max_limit", "token_reset_duration", "token_usage",
+              "token_last_reset", "request_max_limit", "request_reset_duration",
+              "request_usage", "request_last_reset", "usage_reset_at", "created_at",
+              "updated_at")
+    readonly_fields = ("owner_link", "token_usage", "token_last_reset", "request_usage",
+                       "request_last_reset", "usage_reset_at", "created_at", "updated_at")
+
+    @admin.display(description="token limit", ordering="token_max_limit")
+    def token_limit(self, obj: RateLimit) -> str:
+        if obj.token_max_limit is None:
+            return "-"
+        return f"{obj.token_max_limit:,} per {obj.token_reset_duration}"
+
+    @admin.display(description="request limit", ordering="request_max_limit")
+    def request_limit(self, obj: RateLimit) -> str:
+        if obj.request_max_limit is None:
+            return "-"
+        return f"{obj.request_max_limit:,} per {obj.request_reset_duration}"
+
+    @admin.display(description="token usage")
+    def token_usage(self, obj: RateLimit) -> str:
+        return format_html("{} {}", f"{obj.token_current_usage:,}",
+                           usage_bar(obj.token_usage_percent))
+
+    @admin.display(description="request usage")
+    def request_usage(self, obj: RateLimit) -> str:
+        return format_html("{} {}", f"{obj.request_current_usage:,}",
+                           usage_bar(obj.request_usage_percent))
+
+
+# --- usage records ----------------------------------------------------------------------------
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(ReadOnlyModelAdmin):
+    list_display = ("created_at", "request_id", "virtual_key_name", "provider", "resolved_model",
+                    "status_code", "tokens", "cost", "latency_ms")
+    list_filter = ("provider", "status_code", "is_stream", "request_type")
+    date_hierarchy = "created_at"
+    search_fields = ("request_id", "virtual_key_name", "resolved_model", "requested_model")
+    show_full_result_count = False
+
+    @admin.display(description="tokens (prompt + completion)")
+    def tokens(self, obj: UsageRecord) -> str:
+        return f"{obj.prompt_tokens:,} + {obj.completion_tokens:,}"
