@@ -49,7 +49,8 @@ def env_list(name: str, default: list[str]) -> list[str]:
 def database_from_url(url: str, *, base_dir: Path) -> dict[str, object]:
     """Turn ``DATABASE_URL`` into a ``DATABASES["default"]`` entry.
 
-    ``sqlite:///relative/path.sqlite3``, ``sqlite:////absolute/path.sqlite3`` and
+    ``sqlite:///relative/path.sqlite3`` (from the project directory),
+    ``sqlite:////absolute/path.sqlite3`` and
     ``postgres://user:password@host:5432/name?sslmode=require`` are understood.
     """
     parts = urlsplit(url)
@@ -58,10 +59,9 @@ def database_from_url(url: str, *, base_dir: Path) -> dict[str, object]:
         raw_path = unquote(parts.path)
         if raw_path in ("", "/"):
             raise ImproperlyConfigured(f"DATABASE_URL={url!r} names no SQLite file")
-        path = Path(raw_path[1:]) if raw_path.startswith("/") else Path(raw_path)
-        if raw_path.startswith("//"):
-            path = Path(raw_path[1:])
-        elif not path.is_absolute():
+        # sqlite:///relative/file and sqlite:////absolute/file
+        path = Path(raw_path[1:])
+        if not path.is_absolute():
             path = base_dir / path
         return {
             "ENGINE": "django.db.backends.sqlite3",

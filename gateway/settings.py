@@ -22,7 +22,8 @@ from gateway.env import (
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-STATE_DIR = Path(os.environ.get("GATEWAY_STATE_DIR", BASE_DIR / "var"))
+STATE_DIR = Path(os.environ.get("GATEWAY_STATE_DIR", BASE_DIR / "var")).resolve()
+STATE_DIR.mkdir(parents=True, exist_ok=True)
 
 SECRET_KEY = first_run_secret("SECRET_KEY", STATE_DIR, generate=random_secret_key)
 GATEWAY_ENCRYPTION_KEY = first_run_secret(
@@ -85,7 +86,8 @@ ASGI_APPLICATION = "gateway.asgi.application"
 
 DATABASES = {
     "default": database_from_url(
-        os.environ.get("DATABASE_URL", "sqlite:///var/gateway.sqlite3"), base_dir=BASE_DIR
+        os.environ.get("DATABASE_URL", f"sqlite:///{STATE_DIR / 'gateway.sqlite3'}"),
+        base_dir=BASE_DIR,
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
