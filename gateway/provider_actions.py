@@ -144,6 +144,9 @@ def _reconcile_keys(actor: Actor, provider: Provider, entries: list[dict[str, An
                          fields={"keys": [f"unknown key id {key_id}"]})
     for key in existing.values():
         if key.pk not in listed:
+            if key.routing_targets.exists():
+                raise Conflict(f'Key "{key.name}" is pinned by routing targets; '
+                               "change those rules before removing it")
             audit.record_delete(actor, key)
             key.delete()
     for index, entry in enumerate(entries):
@@ -157,6 +160,10 @@ def _reconcile_keys(actor: Actor, provider: Provider, entries: list[dict[str, An
 
 
 def delete_key(actor: Actor, key: ProviderKey) -> None:
+    pinned = key.routing_targets.count()
+    if pinned:
+        raise Conflict(f'Key "{key.name}" is pinned by {pinned} routing targets; '
+                       "change those rules first")
     with transaction.atomic():
         audit.record_delete(actor, key)
         key.delete()

@@ -129,7 +129,7 @@ class RoutingTarget(models.Model):
         ProviderKey,
         null=True,
         blank=True,
-        on_delete=models.CASCADE,
+        on_delete=models.PROTECT,
         related_name="routing_targets",
         help_text="Pin one API key of the provider.",
     )

@@ -19,7 +19,7 @@ from gateway.models import (
     validate_http_url,
     validate_provider_name,
 )
-from governance.api.serializers import resolve_provider
+from governance.api.serializers import list_of, resolve_provider
 from governance.validators import validate_whitelist
 
 MAX_KEYS = 100
@@ -57,7 +57,7 @@ class ProviderFields(serializers.Serializer):
     backoff_max_ms = StrictIntegerField(required=False, min_value=0, max_value=300_000)
     failure_threshold = StrictIntegerField(required=False, min_value=1, max_value=1000)
     open_seconds = StrictIntegerField(required=False, min_value=1, max_value=86_400)
-    keys = ProviderKeyInput(many=True, required=False, max_length=MAX_KEYS)
+    keys = list_of(ProviderKeyInput, required=False, max_length=MAX_KEYS)
 
 
 class ProviderCreateInput(ProviderFields):
@@ -98,7 +98,7 @@ class AliasInput(serializers.Serializer):
     description = StrictCharField(required=False, allow_blank=True, max_length=10_000)
     strategy = serializers.ChoiceField(choices=BalancingStrategy.choices, required=False)
     enabled = StrictBooleanField(required=False)
-    routes = AliasRouteInput(many=True, min_length=1, max_length=MAX_ROUTES)
+    routes = list_of(AliasRouteInput, min_length=1, max_length=MAX_ROUTES)
 
     def validate_routes(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
         seen: set[tuple[str, str]] = set()
@@ -114,4 +114,4 @@ class AliasInput(serializers.Serializer):
 
 class AliasUpdateInput(AliasInput):
     name = StrictCharField(required=False, max_length=200)
-    routes = AliasRouteInput(many=True, required=False, min_length=1, max_length=MAX_ROUTES)
+    routes = list_of(AliasRouteInput, required=False, min_length=1, max_length=MAX_ROUTES)

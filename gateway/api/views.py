@@ -84,7 +84,10 @@ class ProviderDetailView(ManagementAPIView):
         return Response({"message": "Provider updated successfully",
                          "provider": shapes.provider(providers().get(pk=provider.pk))})
 
-    patch = put
+    @extend_schema(tags=["Providers"], operation_id="patchProvider",
+                   request=inputs.ProviderUpdateInput)
+    def patch(self, request: Request, name: str) -> Response:
+        return self.put(request, name)
 
     @extend_schema(tags=["Providers"], operation_id="deleteProvider")
     def delete(self, request: Request, name: str) -> Response:
@@ -127,7 +130,10 @@ class ProviderKeyDetailView(ManagementAPIView):
         return Response({"message": "Provider key updated successfully",
                          "key": provider_key(key)})
 
-    patch = put
+    @extend_schema(tags=["Providers"], operation_id="patchProviderKey",
+                   request=inputs.KeyUpdateInput)
+    def patch(self, request: Request, name: str, key_id: str) -> Response:
+        return self.put(request, name, key_id)
 
     @extend_schema(tags=["Providers"], operation_id="deleteProviderKey")
     def delete(self, request: Request, name: str, key_id: str) -> Response:
@@ -165,7 +171,10 @@ class AliasDetailView(ManagementAPIView):
         return Response({"message": "Model alias updated successfully",
                          "alias": shapes.alias(aliases().get(pk=alias.pk))})
 
-    patch = put
+    @extend_schema(tags=["Model aliases"], operation_id="patchAlias",
+                   request=inputs.AliasUpdateInput)
+    def patch(self, request: Request, alias_id: str) -> Response:
+        return self.put(request, alias_id)
 
     @extend_schema(tags=["Model aliases"], operation_id="deleteAlias")
     def delete(self, request: Request, alias_id: str) -> Response:

@@ -93,8 +93,15 @@ class RateLimitInput(serializers.Serializer):
         required=False, allow_null=True, max_length=32, validators=[validate_duration]
     )
 
-def _budget_list(**kwargs: Any) -> BudgetInput:
-    return BudgetInput(many=True, max_length=MAX_BUDGETS, **kwargs)
+def list_of(child: type[serializers.Serializer], *, max_length: int,
+            **kwargs: Any) -> serializers.ListSerializer:
+    """A list of nested objects. Unlike ``Child(many=True, allow_null=True)``, a null list
+    is allowed without allowing null items (``[null]`` is a 400, not a crash)."""
+    return serializers.ListSerializer(child=child(), max_length=max_length, **kwargs)
+
+
+def _budget_list(**kwargs: Any) -> serializers.ListSerializer:
+    return list_of(BudgetInput, max_length=MAX_BUDGETS, **kwargs)
 
 def _whitelist(**kwargs: Any) -> StrictListField:
     return StrictListField(
@@ -168,8 +175,8 @@ class _VirtualKeyFields(serializers.Serializer):
     max_concurrent_requests = StrictIntegerField(
         required=False, allow_null=True, min_value=1, max_value=100_000
     )
-    provider_configs = ProviderConfigInput(
-        many=True, required=False, allow_null=True, max_length=MAX_PROVIDER_CONFIGS
+    provider_configs = list_of(
+        ProviderConfigInput, required=False, allow_null=True, max_length=MAX_PROVIDER_CONFIGS
     )
     mcp_configs = serializers.JSONField(required=False, allow_null=True, validators=[_reject_mcp])
     reset_usage = StrictBooleanField(required=False)

@@ -150,3 +150,15 @@ def test_audit_events_api_filters(api):
 def test_unknown_api_route_is_json_404(api):
     body = assert_error(api.get("/api/nothing-here"), 404)
     assert "No route" in body["error"]["message"]
+
+
+def test_keys_pinned_by_routing_targets_cannot_be_deleted(api):
+    from tests.factories import RoutingTargetFactory
+
+    provider = ProviderFactory(name="openai")
+    key = ProviderKeyFactory(provider=provider)
+    RoutingTargetFactory(provider=provider, key=key)
+    body = assert_error(api.delete(f"/api/providers/openai/keys/{key.id}"), 409)
+    assert "pinned by 1 routing targets" in body["error"]["message"]
+    assert_error(api.put("/api/providers/openai", {"keys": []}, format="json"), 409)
+    assert ProviderKey.objects.filter(pk=key.pk).exists()

@@ -183,3 +183,11 @@ def test_writes_are_audited_with_actor(api):
     assert {event.actor_name for event in events} == {"operator"}
     assert {event.source for event in events} == {"api"}
     assert events[1].changes["name"] == ["audited", "renamed"]
+
+
+def test_openapi_schema_is_valid_without_warnings(tmp_path):
+    from django.core.management import call_command
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file",
+                 str(tmp_path / "schema.yaml"))
+    assert "/api/governance/virtual-keys/{vk_id}/rotate" in (tmp_path / "schema.yaml").read_text()
