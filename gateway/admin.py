@@ -24,6 +24,7 @@ from gateway.admin_base import (
     flag_actions,
     link_to,
     render_secret_once,
+    with_default_ordering,
 )
 from gateway.models import (
     AdminToken,
@@ -102,7 +103,7 @@ class ProviderAdmin(LimitOwnerAdmin):
                                             off_label="Disable")]
 
     def get_queryset(self, request: HttpRequest) -> Any:
-        return super().get_queryset(request).annotate(_keys=Count("keys"))
+        return with_default_ordering(super().get_queryset(request).annotate(_keys=Count("keys")))
 
     @admin.display(description="endpoint")
     def endpoint(self, obj: Provider) -> str:

@@ -13,24 +13,41 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import AutocompleteSelect, AutocompleteSelectMultiple
+from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from gateway import audit, config_version
 from gateway.actions import delete_object, save_object
 from gateway.audit import Actor
 from governance import limits
-from governance.models import OWNER_FIELDS, Budget, RateLimit
+from governance.models import (
+    MULTI_BUDGET_OWNERS,
+    OWNER_FIELDS,
+    Budget,
+    RateLimit,
+    VirtualKey,
+    VirtualKeyProviderConfig,
+)
 
 ADMIN_SOURCE = "admin"
+BR = mark_safe("<br>")  # a constant separator for format_html_join
 
 
 def get_actor(request: HttpRequest) -> Actor:
     return Actor(request.user, ADMIN_SOURCE)
+
+
+def with_default_ordering(queryset: models.QuerySet[Any]) -> models.QuerySet[Any]:
+    """Meta.ordering is dropped from GROUP BY queries (annotated counts); restore it, or
+    the autocomplete views paginate an unordered list."""
+    return queryset.order_by(*queryset.model._meta.ordering)
 
 
 def admin_change_url(obj: models.Model | None) -> str | None:
@@ -77,19 +94,80 @@ def render_secret_once(request: HttpRequest, model_admin: admin.ModelAdmin, obj:
 # --- forms ----------------------------------------------------------------------------------
 
 class GatewayAdminForm(forms.ModelForm):
-    """A ModelForm that keeps blank JSON fields at their model default.
+    """A ModelForm for the shared model validators.
 
-    Django's form ``JSONField`` turns an empty input into ``None``, which a non-null model
-    field would then fail to store; an empty ``allowed_models`` means ``[]``, not NULL.
+    It keeps blank JSON fields at their model default (Django's form ``JSONField`` turns an
+    empty input into ``None``, which a non-null model field would fail to store; an empty
+    ``allowed_models`` means ``[]``, not NULL), and it shows the shared validators' own
+    messages for JSON fields.
     """
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         for field in self._meta.model._meta.concrete_fields:
-            if (isinstance(field, models.JSONField) and not field.null
-                    and field.name in cleaned and cleaned[field.name] is None):
+            if not isinstance(field, models.JSONField) or field.name not in cleaned:
+                continue
+            if cleaned[field.name] is None and not field.null:
                 cleaned[field.name] = field.get_default()
+            self._run_shared_validators(field, cleaned[field.name])
         return cleaned
+
+    def _run_shared_validators(self, field: models.Field, value: Any) -> None:
+        # Model.full_clean would swap a validator's message for the field's own message of the
+        # same code, so the shared "invalid" messages of a JSON field would all read "Value
+        # must be valid JSON."; run them here, where the message is kept (the field then
+        # counts as failed and model validation skips it).
+        if field.blank and value in field.empty_values:
+            return
+        for validator in field.validators:
+            try:
+                validator(value)
+            except ValidationError as exc:
+                self.add_error(field.name, ValidationError(exc.messages))
+                return
+
+
+# --- autocomplete widgets that survive invalid ids ------------------------------------------
+
+def _valid_ids(widget: Any, value: Iterable[Any]) -> list[str]:
+    remote = widget.field.remote_field
+    target = remote.model._meta.get_field(getattr(remote, "field_name", None)
+                                          or remote.model._meta.pk.name)
+    kept = []
+    for item in value:
+        try:
+            target.to_python(item)
+        except ValidationError:
+            continue
+        kept.append(item)
+    return kept
+
+
+class SafeAutocompleteSelect(AutocompleteSelect):
+    """Django's widget queries the submitted value as an id when it re-renders a form with
+    errors, so a malformed id (``team=not-a-uuid``) becomes a 500; drop such values."""
+
+    def optgroups(self, name: str, value: Any, attr: Any = None) -> Any:
+        return super().optgroups(name, _valid_ids(self, value), attr)
+
+
+class SafeAutocompleteSelectMultiple(AutocompleteSelectMultiple):
+    def optgroups(self, name: str, value: Any, attr: Any = None) -> Any:
+        return super().optgroups(name, _valid_ids(self, value), attr)
+
+
+class SafeAutocompleteMixin:
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if "widget" not in kwargs and db_field.name in self.get_autocomplete_fields(request):
+            kwargs["widget"] = SafeAutocompleteSelect(
+                db_field, self.admin_site, using=kwargs.get("using"))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if "widget" not in kwargs and db_field.name in self.get_autocomplete_fields(request):
+            kwargs["widget"] = SafeAutocompleteSelectMultiple(
+                db_field, self.admin_site, using=kwargs.get("using"))
+        return super().formfield_for_manytomany(db_field, request, **kwargs)  # type: ignore[misc]
 
 
 # --- audited admin --------------------------------------------------------------------------
@@ -108,7 +186,7 @@ def _save_m2m_audited(actor: Actor, obj: models.Model, save_m2m: Callable[[], No
     audit.record_update(actor, obj, before)
 
 
-class AuditedInlineMixin:
+class AuditedInlineMixin(SafeAutocompleteMixin):
     """For inlines of an :class:`AuditedModelAdmin`; ``prepare_object`` runs before each save.
 
     ``previous`` is the stored row of a changed object, None for a new one.
@@ -117,6 +195,8 @@ class AuditedInlineMixin:
     form = GatewayAdminForm
 
     def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        # Enforce max_num on submitted data too: extra forms would hit a unique constraint.
+        kwargs.setdefault("validate_max", True)
         formset = super().get_formset(request, obj, **kwargs)  # type: ignore[misc]
         formset.admin_inline = self
         return formset
@@ -126,7 +206,7 @@ class AuditedInlineMixin:
         """Fill in what the form does not carry; the default does nothing."""
 
 
-class AuditedModelAdmin(admin.ModelAdmin):
+class AuditedModelAdmin(SafeAutocompleteMixin, admin.ModelAdmin):
     """A ModelAdmin whose saves and deletes, inline children included, are audited."""
 
     form = GatewayAdminForm
@@ -177,6 +257,9 @@ class AuditedModelAdmin(admin.ModelAdmin):
 class ReadOnlyModelAdmin(admin.ModelAdmin):
     """Viewable by staff; nobody adds, changes or deletes through the admin."""
 
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_active and request.user.is_staff)
+
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return bool(request.user.is_active and request.user.is_staff)
 
@@ -208,7 +291,8 @@ def flag_actions(field: str, *, on_label: str, off_label: str) -> list[Callable[
             model_admin.message_user(request, f"{label}: {count} changed.", messages.SUCCESS)
 
         action.__name__ = f"set_{field}_{str(value).lower()}"
-        return admin.action(description=f"{label} selected %(verbose_name_plural)s")(action)
+        return admin.action(description=f"{label} selected %(verbose_name_plural)s",
+                            permissions=["change"])(action)
 
     return [build(True, on_label), build(False, off_label)]
 
@@ -244,7 +328,7 @@ def budget_summary(budgets: Iterable[Budget]) -> str:
     ]
     if not rows:
         return "-"
-    return format_html_join(format_html("<br>"), "{} / {} per {} {}", rows)
+    return format_html_join(BR, "{} / {} per {} {}", rows)
 
 
 def rate_limit_summary(rate_limits: Iterable[RateLimit]) -> str:
@@ -260,7 +344,7 @@ def rate_limit_summary(rate_limits: Iterable[RateLimit]) -> str:
                          usage_bar(limit.request_usage_percent)))
     if not rows:
         return "-"
-    return format_html_join(format_html("<br>"), "{} / {} {} per {} {}", rows)
+    return format_html_join(BR, "{} / {} {} per {} {}", rows)
 
 
 # --- budget and rate limit inlines -------------------------------------------------------
@@ -283,8 +367,6 @@ def prepare_budget_window(budget: Budget, previous: Budget | None, *, aligned: b
 
 def key_alignment(parent: models.Model) -> bool | None:
     """The calendar flag a virtual key imposes on its own and its provider configs' budgets."""
-    from governance.models import VirtualKey, VirtualKeyProviderConfig
-
     if isinstance(parent, VirtualKey):
         return parent.calendar_aligned
     if isinstance(parent, VirtualKeyProviderConfig):
@@ -323,7 +405,7 @@ class BudgetInline(AuditedInlineMixin, admin.TabularInline):
         if self.fk_name in ("virtual_key", "provider_config"):
             # The key's calendar_aligned flag decides for these budgets.
             self.fields = tuple(name for name in self.fields if name != "calendar_aligned")
-        if self.fk_name not in ("team", "virtual_key", "provider_config"):
+        if self.fk_name not in MULTI_BUDGET_OWNERS:
             self.max_num = 1
 
     @staticmethod
@@ -422,7 +504,8 @@ class LimitOwnerAdmin(AuditedModelAdmin):
     def rate_limit_column(self, obj: Any) -> str:
         return rate_limit_summary(obj.ratelimits.all())
 
-    @admin.action(description="Reset usage of the selected %(verbose_name_plural)s")
+    @admin.action(description="Reset usage of the selected %(verbose_name_plural)s",
+                  permissions=["change"])
     def reset_usage(self, request: HttpRequest, queryset: Any) -> None:
         actor = get_actor(request)
         count = 0

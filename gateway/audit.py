@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (datetime.datetime, datetime.date)):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
-        return str(value.normalize()) if value == value.to_integral() else str(value)
+        return format(value.normalize(), "f")
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, (list, tuple)):
@@ -56,7 +57,12 @@ def snapshot(obj: models.Model) -> dict[str, Any]:
             continue
         name = field.attname
         value = getattr(obj, name)
-        data[field.name] = REDACTED if field.name in SECRET_FIELDS and value else _plain(value)
+        if field.name in SECRET_FIELDS and value:
+            # A fingerprint of the stored (hashed or encrypted) value: the diff shows that a
+            # secret was replaced without revealing anything about it.
+            data[field.name] = f"{REDACTED} {hashlib.sha256(str(value).encode()).hexdigest()[:8]}"
+        else:
+            data[field.name] = _plain(value)
     if obj.pk is not None:
         for field in obj._meta.many_to_many:
             data[field.name] = sorted(str(pk) for pk in getattr(obj, field.name).values_list(

@@ -33,10 +33,12 @@ from gateway.admin_base import (
     prepare_budget_window,
     render_secret_once,
     usage_bar,
+    with_default_ordering,
 )
 from gateway.secrets import digest, display_prefix, new_virtual_key_secret
 from governance import actions, limits
 from governance.models import (
+    MULTI_BUDGET_OWNERS,
     OWNER_FIELDS,
     Budget,
     Customer,
@@ -78,9 +80,9 @@ class CustomerAdmin(LimitOwnerAdmin):
     inlines = [BudgetInline, RateLimitInline]
 
     def get_queryset(self, request: HttpRequest) -> Any:
-        return super().get_queryset(request).annotate(
+        return with_default_ordering(super().get_queryset(request).annotate(
             _teams=Count("teams", distinct=True), _keys=Count("virtual_keys", distinct=True)
-        )
+        ))
 
     @admin.display(description="teams", ordering="_teams")
     def team_count(self, obj: Customer) -> int:
@@ -114,7 +116,8 @@ class TeamAdmin(LimitOwnerAdmin):
     inlines = [BudgetInline, RateLimitInline]
 
     def get_queryset(self, request: HttpRequest) -> Any:
-        return super().get_queryset(request).annotate(_keys=Count("virtual_keys"))
+        return with_default_ordering(
+            super().get_queryset(request).annotate(_keys=Count("virtual_keys")))
 
     @admin.display(description="virtual keys", ordering="_keys")
     def key_count(self, obj: Team) -> int:
@@ -364,7 +367,8 @@ class LimitAdmin(AuditedModelAdmin):
     def owner_link(self, obj: Budget | RateLimit) -> str:
         return link_to(obj.owner, obj.owner_label())
 
-    @admin.action(description="Reset usage of the selected %(verbose_name_plural)s")
+    @admin.action(description="Reset usage of the selected %(verbose_name_plural)s",
+                  permissions=["change"])
     def reset_usage(self, request: HttpRequest, queryset: Any) -> None:
         actor = get_actor(request)
         with transaction.atomic():
@@ -376,8 +380,27 @@ class LimitAdmin(AuditedModelAdmin):
         self.message_user(request, f"Usage reset on {count} limit(s).", messages.SUCCESS)
 
 
+class BudgetForm(GatewayAdminForm):
+    class Meta:
+        model = Budget
+        fields = ("max_limit", "reset_duration", "calendar_aligned")
+
+    def clean_reset_duration(self) -> str:
+        # The owner is not a form field, so Django skips the per-owner unique constraint.
+        duration = self.cleaned_data["reset_duration"]
+        kind = self.instance.owner_kind
+        if kind in MULTI_BUDGET_OWNERS:
+            clash = Budget.objects.filter(**{f"{kind}_id": getattr(self.instance, f"{kind}_id")},
+                                          reset_duration=duration).exclude(pk=self.instance.pk)
+            if clash.exists():
+                raise forms.ValidationError(
+                    f"duplicate reset_duration {duration}: one budget per window duration")
+        return duration
+
+
 @admin.register(Budget)
 class BudgetAdmin(LimitAdmin):
+    form = BudgetForm
     list_display = ("owner_link", "limit", "window", "usage", "usage_percent_bar", "last_reset",
                     "usage_reset_at")
     list_filter = (OwnerKindFilter, "reset_duration", "calendar_aligned")

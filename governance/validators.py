@@ -26,9 +26,9 @@ def validate_money_limit(value: object) -> None:
     try:
         amount = Decimal(str(value))
     except (InvalidOperation, ValueError):
-        raise ValidationError("must be a number of dollars", code="invalid") from None
+        raise ValidationError("must be a number of dollars", code="invalid_value") from None
     if not amount.is_finite():
-        raise ValidationError("must be a finite number of dollars", code="invalid")
+        raise ValidationError("must be a finite number of dollars", code="invalid_value")
     if amount <= 0:
         raise ValidationError("must be greater than 0", code="min_value")
     if amount > MAX_MONEY:
@@ -37,7 +37,7 @@ def validate_money_limit(value: object) -> None:
 
 def validate_count_limit(value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError("must be a whole number", code="invalid")
+        raise ValidationError("must be a whole number", code="invalid_value")
     if value <= 0:
         raise ValidationError("must be greater than 0", code="min_value")
     if value > MAX_COUNT:
@@ -50,11 +50,11 @@ def validate_whitelist(values: object) -> None:
     Values are compared case-insensitively, so duplicates are too.
     """
     if not isinstance(values, list):
-        raise ValidationError("must be a list of strings", code="invalid")
+        raise ValidationError("must be a list of strings", code="invalid_value")
     seen: set[str] = set()
     for value in values:
         if not isinstance(value, str) or not value.strip():
-            raise ValidationError("every entry must be a non-empty string", code="invalid")
+            raise ValidationError("every entry must be a non-empty string", code="invalid_value")
         if len(value) > MAX_NAME_LENGTH:
             raise ValidationError(
                 f"entries must be at most {MAX_NAME_LENGTH} characters", code="max_length"

@@ -82,7 +82,7 @@ def validate_request_types(value: object) -> None:
     seen: set[str] = set()
     for entry in value:
         if not isinstance(entry, str):
-            raise ValidationError("request types must be strings", code="invalid")
+            raise ValidationError("request types must be strings", code="invalid_value")
         if entry in STREAM_VARIANTS:
             raise ValidationError(
                 f'unsupported request_type "{entry}": use the base type (e.g. '
@@ -92,7 +92,7 @@ def validate_request_types(value: object) -> None:
         if entry not in BASE_REQUEST_TYPES:
             raise ValidationError(
                 f'unsupported request_type "{entry}": use one of {", ".join(BASE_REQUEST_TYPES)}',
-                code="invalid",
+                code="invalid_value",
             )
         if entry in seen:
             raise ValidationError(f'duplicate request_type "{entry}"', code="duplicate")
@@ -101,7 +101,7 @@ def validate_request_types(value: object) -> None:
 
 def validate_patch(value: object) -> None:
     if not isinstance(value, dict):
-        raise ValidationError("must be an object of price fields", code="invalid")
+        raise ValidationError("must be an object of price fields", code="invalid_value")
     for key, price in value.items():
         if key not in PATCH_FIELDS:
             raise ValidationError(
@@ -109,7 +109,7 @@ def validate_patch(value: object) -> None:
                 code="unknown_field",
             )
         if isinstance(price, bool) or not isinstance(price, (int, float)):
-            raise ValidationError(f"{key} must be a number", code="invalid")
+            raise ValidationError(f"{key} must be a number", code="invalid_value")
         if not math.isfinite(price) or price < 0:
             raise ValidationError(f"{key} must be non-negative", code="min_value")
         if price > MAX_PRICE:

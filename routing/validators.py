@@ -16,7 +16,7 @@ FALLBACK_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,49}(/[^\s/][^\s]{0,254})?"
 
 def validate_cel_expression(value: str) -> None:
     if not isinstance(value, str):
-        raise ValidationError("must be a string", code="invalid")
+        raise ValidationError("must be a string", code="invalid_value")
     if len(value) > MAX_EXPRESSION_LENGTH:
         raise ValidationError(
             f"must be at most {MAX_EXPRESSION_LENGTH} characters", code="max_length"
@@ -29,11 +29,11 @@ def validate_cel_expression(value: str) -> None:
 
 def validate_fallbacks(value: object) -> None:
     if not isinstance(value, list):
-        raise ValidationError("must be a list of provider/model strings", code="invalid")
+        raise ValidationError("must be a list of provider/model strings", code="invalid_value")
     if len(value) > MAX_FALLBACKS:
         raise ValidationError(f"at most {MAX_FALLBACKS} fallbacks", code="max_length")
     for entry in value:
         if not isinstance(entry, str) or not FALLBACK_PATTERN.fullmatch(entry):
             raise ValidationError(
-                f"invalid fallback {entry!r}: use provider/model or provider", code="invalid"
+                f"invalid fallback {entry!r}: use provider/model or provider", code="invalid_value"
             )

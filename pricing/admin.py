@@ -1,0 +1,112 @@
+"""Admin for pricing overrides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.utils.html import format_html_join
+
+from gateway.admin_base import AuditedModelAdmin, GatewayAdminForm, link_to
+from pricing.models import SCOPE_REQUIREMENTS, PricingOverride, ScopeKind
+from pricing.validators import BASE_REQUEST_TYPES, validate_pattern
+
+SCOPE_IDS = ("virtual_key", "provider", "provider_key")
+PATCH_SUMMARY_FIELDS = 3
+
+
+class PricingOverrideForm(GatewayAdminForm):
+    request_types = forms.TypedMultipleChoiceField(
+        choices=[(name, name) for name in BASE_REQUEST_TYPES],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Each type covers its streaming and non-streaming requests.",
+    )
+
+    class Meta:
+        model = PricingOverride
+        fields = ("name", "scope_kind", "virtual_key", "provider", "provider_key", "match_type",
+                  "pattern", "request_types", "patch")
+        widgets = {"patch": forms.Textarea(attrs={"rows": 4, "cols": 60})}
+
+    def clean_name(self) -> str:
+        return (self.cleaned_data.get("name") or "").strip()
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        kind = cleaned.get("scope_kind")
+        if kind in SCOPE_REQUIREMENTS:
+            required = SCOPE_REQUIREMENTS[kind]
+            for field in SCOPE_IDS:
+                present = cleaned.get(field) is not None
+                if field in required and not present and field not in self.errors:
+                    self.add_error(field, f"{field}_id is required for {kind} scope_kind")
+                elif field not in required and present:
+                    self.add_error(field, self._forbidden_message(kind, field, required))
+        provider, key = cleaned.get("provider"), cleaned.get("provider_key")
+        if provider is not None and key is not None and key.provider_id != provider.pk \
+                and "provider_key" not in self.errors:
+            self.add_error("provider_key", f"key {key} does not belong to provider "
+                                           f"{provider.name}")
+        pattern = (cleaned.get("pattern") or "").strip()
+        if "pattern" in cleaned:
+            cleaned["pattern"] = pattern
+            error = validate_pattern(cleaned.get("match_type") or "", pattern)
+            if error and "match_type" not in self.errors:
+                self.add_error("pattern", error)
+        return cleaned
+
+    @staticmethod
+    def _forbidden_message(kind: str, field: str, required: frozenset[str]) -> str:
+        if kind == ScopeKind.GLOBAL:
+            return "global scope_kind must not include scope identifiers"
+        if len(required) == 1:
+            return f"{kind} scope_kind only supports {next(iter(required))}_id"
+        return f"{kind} scope_kind does not support {field}_id"
+
+
+@admin.register(PricingOverride)
+class PricingOverrideAdmin(AuditedModelAdmin):
+    form = PricingOverrideForm
+    list_display = ("name", "scope", "pattern_display", "request_types_display",
+                    "patch_summary", "updated_at")
+    list_filter = ("scope_kind", "match_type")
+    list_select_related = ("virtual_key", "provider", "provider_key__provider")
+    search_fields = ("name", "pattern")
+    autocomplete_fields = ("virtual_key", "provider", "provider_key")
+    readonly_fields = ("created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name",)}),
+        ("Scope", {"fields": ("scope_kind", "virtual_key", "provider", "provider_key"),
+                   "description": "Set exactly the identifiers the scope kind names."}),
+        ("Match", {"fields": ("match_type", "pattern", "request_types")}),
+        ("Prices", {"fields": ("patch",)}),
+        ("History", {"fields": ("created_at", "updated_at")}),
+    )
+
+    @admin.display(description="scope", ordering="scope_kind")
+    def scope(self, obj: PricingOverride) -> str:
+        parts = [link_to(getattr(obj, field)) for field in SCOPE_IDS
+                 if getattr(obj, f"{field}_id") is not None]
+        if not parts:
+            return obj.get_scope_kind_display()
+        return format_html_join(
+            " ", "{}", [(obj.get_scope_kind_display() + ":",), *((part,) for part in parts)]
+        )
+
+    @admin.display(description="pattern", ordering="pattern")
+    def pattern_display(self, obj: PricingOverride) -> str:
+        return f"{obj.pattern} ({obj.match_type})"
+
+    @admin.display(description="request types")
+    def request_types_display(self, obj: PricingOverride) -> str:
+        return ", ".join(obj.request_types or []) or "-"
+
+    @admin.display(description="prices")
+    def patch_summary(self, obj: PricingOverride) -> str:
+        items = sorted((obj.patch or {}).items())
+        if not items:
+            return "-"
+        shown = ", ".join(f"{name}={price:g}" for name, price in items[:PATCH_SUMMARY_FIELDS])
+        more = len(items) - PATCH_SUMMARY_FIELDS
+        return f"{shown}, +{more} more" if more > 0 else shown

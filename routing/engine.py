@@ -1,0 +1,363 @@
+"""The routing engine: which provider, model and key a request goes to (spec A5-A12).
+
+Fed an immutable :class:`RoutingTable` (built from the database elsewhere, compiled once per
+rule version) and a :class:`RoutingContext` per request::
+
+    table = RoutingTable.build(rules, engine=get_engine("cel-expr-python"))
+    result = RoutingEngine(table).evaluate(context)
+    result.decision          # RoutingDecision or None (no rule matched: default routing)
+
+Scopes are searched from the most specific (virtual key, team, customer) to global; within a
+scope by ``priority``, then creation time, then id. The first matching rule with a usable
+target wins. A ``chain_rule`` re-runs the search with the new provider and model until no
+rule matches, a terminal rule matches, a provider/model pair repeats, or the depth limit is
+reached; the last match wins for every field. A rule that fails to compile or evaluate is
+skipped and logged: one bad rule never breaks routing.
+
+A plain module: no Django import.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from routing.cel import CelCompileError, CelEngine, CelMissingKey, CompiledExpression
+
+logger = logging.getLogger(__name__)
+
+GLOBAL = ("global", "")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    provider: str | None
+    model: str | None
+    key_id: str | None
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A routing rule as the engine needs it; ``program`` is None when it did not compile."""
+
+    id: str
+    name: str
+    expression: str
+    program: CompiledExpression | None
+    compile_error: str | None
+    targets: tuple[Target, ...]
+    fallbacks: tuple[str, ...]
+    chain_rule: bool
+    scope: str
+    scope_id: str
+    priority: int
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyIdentity:
+    """Who is calling: the virtual key and its resolved team and customer."""
+
+    id: str
+    name: str
+    team_id: str = ""
+    team_name: str = ""
+    team_customer_id: str = ""
+    team_customer_name: str = ""
+    customer_id: str = ""
+    customer_name: str = ""
+
+    def scope_chain(self) -> tuple[tuple[str, str], ...]:
+        chain: list[tuple[str, str]] = [("virtual_key", self.id)]
+        if self.team_id:
+            chain.append(("team", self.team_id))
+            if self.team_customer_id:
+                chain.append(("customer", self.team_customer_id))
+        elif self.customer_id:
+            chain.append(("customer", self.customer_id))
+        chain.append(GLOBAL)
+        return tuple(chain)
+
+    @property
+    def effective_customer(self) -> tuple[str, str]:
+        if self.team_customer_id:
+            return self.team_customer_id, self.team_customer_name
+        return self.customer_id, self.customer_name
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """Percentages (0-100, may exceed 100) of the tightest limits for a provider/model."""
+
+    budget_used: float = 0.0
+    tokens_used: float = 0.0
+    request: float = 0.0
+
+
+class CapacityView(Protocol):
+    def __call__(self, provider: str, model: str) -> Capacity: ...
+
+
+def no_capacity(provider: str, model: str) -> Capacity:
+    return Capacity()
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingContext:
+    provider: str
+    model: str
+    request_type: str = ""
+    key: KeyIdentity | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query_params: Mapping[str, str] = field(default_factory=dict)
+    capacity: CapacityView = no_capacity
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingDecision:
+    provider: str
+    model: str
+    key_id: str
+    fallbacks: tuple[str, ...]
+    rule_id: str
+    rule_name: str
+
+
+class Outcome(enum.Enum):
+    MATCHED = "matched"
+    NO_MATCH = "no match"
+    MISSING_KEY = "no match (missing header or param)"
+    NO_TARGETS = "matched but no valid targets"
+    EVAL_ERROR = "skipped: evaluation error"
+    COMPILE_ERROR = "skipped: compile error"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEntry:
+    step: int
+    scope: str
+    scope_id: str
+    rule_id: str
+    rule_name: str
+    expression: str
+    outcome: Outcome
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingResult:
+    decision: RoutingDecision | None
+    trace: tuple[TraceEntry, ...]
+    log: tuple[str, ...]
+    steps: int
+
+
+class RoutingTable:
+    """Enabled rules per scope, in evaluation order. Immutable once built."""
+
+    __slots__ = ("_by_scope", "engine_name", "rule_count")
+
+    def __init__(self, by_scope: Mapping[tuple[str, str], tuple[Rule, ...]], engine_name: str):
+        self._by_scope = dict(by_scope)
+        self.engine_name = engine_name
+        self.rule_count = sum(len(rules) for rules in self._by_scope.values())
+
+    @classmethod
+    def build(cls, rules: Iterable[Mapping[str, Any]], *, engine: CelEngine) -> RoutingTable:
+        """Compile enabled rules given as plain mappings (see :func:`make_rule`)."""
+        grouped: dict[tuple[str, str], list[Rule]] = {}
+        for data in rules:
+            if not data.get("enabled", True):
+                continue
+            rule = make_rule(data, engine)
+            grouped.setdefault((rule.scope, rule.scope_id), []).append(rule)
+        ordered = {
+            scope: tuple(sorted(items, key=lambda r: (r.priority, r.created_at or datetime.min,
+                                                      r.id)))
+            for scope, items in grouped.items()
+        }
+        return cls(ordered, engine.name)
+
+    def rules_for(self, scope: tuple[str, str]) -> tuple[Rule, ...]:
+        return self._by_scope.get(scope, ())
+
+
+def make_rule(data: Mapping[str, Any], engine: CelEngine) -> Rule:
+    expression = data.get("cel_expression") or ""
+    try:
+        program: CompiledExpression | None = engine.compile(expression)
+        error = None
+    except CelCompileError as exc:
+        program, error = None, str(exc)
+    scope = data.get("scope") or "global"
+    return Rule(
+        id=str(data["id"]),
+        name=data["name"],
+        expression=expression,
+        program=program,
+        compile_error=error,
+        targets=tuple(
+            Target(target.get("provider") or None, target.get("model") or None,
+                   str(target["key_id"]) if target.get("key_id") else None,
+                   float(target.get("weight", 0.0)))
+            for target in data.get("targets", ())
+        ),
+        fallbacks=tuple(data.get("fallbacks") or ()),
+        chain_rule=bool(data.get("chain_rule")),
+        scope=scope,
+        scope_id="" if scope == "global" else str(data.get("scope_id") or ""),
+        priority=int(data.get("priority", 0)),
+        created_at=data.get("created_at"),
+    )
+
+
+def select_weighted_target(targets: tuple[Target, ...], rng: random.Random) -> Target | None:
+    """Spec A10: negative weights are dropped; all-zero weights pick uniformly."""
+    usable = [target for target in targets if target.weight >= 0]
+    if not usable:
+        return None
+    if len(usable) == 1:
+        return usable[0]
+    total = sum(target.weight for target in usable)
+    if total == 0:
+        return rng.choice(usable)
+    draw = rng.random() * total
+    cumulative = 0.0
+    for target in usable:
+        cumulative += target.weight
+        if draw < cumulative:
+            return target
+    return usable[-1]
+
+
+def build_variables(context: RoutingContext, provider: str, model: str,
+                    capacity: Capacity) -> dict[str, object]:
+    key = context.key
+    customer_id, customer_name = key.effective_customer if key else ("", "")
+    return {
+        "model": model,
+        "provider": provider,
+        "request_type": context.request_type,
+        "headers": {name.lower(): value for name, value in context.headers.items()},
+        "params": {name.lower(): value for name, value in context.query_params.items()},
+        "virtual_key_id": key.id if key else "",
+        "virtual_key_name": key.name if key else "",
+        "team_id": key.team_id if key else "",
+        "team_name": key.team_name if key else "",
+        "customer_id": customer_id,
+        "customer_name": customer_name,
+        "budget_used": float(capacity.budget_used),
+        "tokens_used": float(capacity.tokens_used),
+        "request": float(capacity.request),
+    }
+
+
+class RoutingEngine:
+    """Evaluates a :class:`RoutingTable`. ``max_depth`` is read at every chain step, so a
+    callable that reads live settings takes effect at once."""
+
+    def __init__(self, table: RoutingTable, *, engine: CelEngine,
+                 max_depth: int | Callable[[], int] = 10,
+                 rng: random.Random | None = None) -> None:
+        self.table = table
+        self.engine = engine
+        self._max_depth = max_depth if callable(max_depth) else (lambda: max_depth)
+        self.rng = rng or random.Random()
+
+    def evaluate(self, context: RoutingContext, *, trace: bool = False) -> RoutingResult:
+        provider, model = context.provider, context.model
+        visited = {f"{provider}|{model}"}
+        chain = context.key.scope_chain() if context.key else (GLOBAL,)
+        final: RoutingDecision | None = None
+        entries: list[TraceEntry] = []
+        log: list[str] = []
+        step = 0
+        while True:
+            max_depth = self._max_depth()
+            if step >= max_depth:
+                log.append(f"Chain exceeded max depth ({max_depth}) at step {step}, stopping. "
+                           f"Final resolved: provider={provider}, model={model}")
+                logger.warning("routing chain exceeded max depth %s", max_depth)
+                break
+            if step > 0:
+                log.append(f"Chain step {step}: re-evaluating with provider={provider}, "
+                           f"model={model}")
+            variables = self.engine.prepare(
+                build_variables(context, provider, model, context.capacity(provider, model)))
+            matched = self._first_match(chain, variables, provider, model, step,
+                                        entries if trace else None, log)
+            if matched is None:
+                break
+            rule, decision = matched
+            final = decision
+            if not rule.chain_rule:
+                break
+            state = f"{decision.provider}|{decision.model}"
+            if state in visited:
+                log.append(f"Chain cycle detected at step {step} (provider={decision.provider}, "
+                           f"model={decision.model} already visited), stopping. Final "
+                           f"resolved: provider={decision.provider}, model={decision.model}")
+                break
+            visited.add(state)
+            provider, model = decision.provider, decision.model
+            step += 1
+        if final is None:
+            log.append("No routing rule matched, using default routing")
+        return RoutingResult(final, tuple(entries), tuple(log), step + 1)
+
+    def _first_match(self, chain: tuple[tuple[str, str], ...], variables: Any, provider: str,
+                     model: str, step: int, entries: list[TraceEntry] | None,
+                     log: list[str]) -> tuple[Rule, RoutingDecision] | None:
+        for scope in chain:
+            for rule in self.table.rules_for(scope):
+                outcome, detail = self._run(rule, variables)
+                decision = None
+                if outcome is Outcome.MATCHED:
+                    target = select_weighted_target(rule.targets, self.rng)
+                    if target is None:
+                        outcome, detail = Outcome.NO_TARGETS, "empty or all-negative weights"
+                    else:
+                        decision = RoutingDecision(
+                            provider=target.provider or provider,
+                            model=target.model or model,
+                            key_id=target.key_id or "",
+                            fallbacks=rule.fallbacks,
+                            rule_id=rule.id,
+                            rule_name=rule.name,
+                        )
+                        detail = (f"selected target (weight={target.weight:.2f}): "
+                                  f"provider={decision.provider}, model={decision.model}"
+                                  + (f", key={decision.key_id}" if decision.key_id else "")
+                                  + (f", fallbacks={list(rule.fallbacks)}" if rule.fallbacks
+                                     else "")
+                                  + (" [chain_rule=true, continuing]" if rule.chain_rule
+                                     else ""))
+                if entries is not None:
+                    entries.append(TraceEntry(step, scope[0], scope[1], rule.id, rule.name,
+                                              rule.expression, outcome, detail))
+                if outcome in (Outcome.COMPILE_ERROR, Outcome.EVAL_ERROR):
+                    log.append(f"Rule '{rule.name}' {outcome.value}: {detail}")
+                    logger.warning("routing rule %s (%s) %s: %s", rule.name, rule.id,
+                                   outcome.value, detail)
+                if decision is not None:
+                    log.append(f"Rule '{rule.name}' [{rule.expression}] → matched, {detail}")
+                    return rule, decision
+        return None
+
+    @staticmethod
+    def _run(rule: Rule, variables: Any) -> tuple[Outcome, str]:
+        if rule.program is None:
+            return Outcome.COMPILE_ERROR, rule.compile_error or "not compiled"
+        try:
+            matched = rule.program.evaluate(variables)
+        except CelMissingKey as exc:
+            return Outcome.MISSING_KEY, str(exc)
+        except Exception as exc:  # any evaluation failure skips this rule only
+            return Outcome.EVAL_ERROR, str(exc)
+        return (Outcome.MATCHED, "") if matched else (Outcome.NO_MATCH, "")
