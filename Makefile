@@ -28,6 +28,9 @@ test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
+bench: $(STAMP)
+	$(PY) -m bench.routing_cost
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports

@@ -215,8 +215,7 @@ def reset_usage(actor: Actor, limit: Budget | RateLimit) -> None:
     now = timezone.now()
     if isinstance(limit, Budget):
         limit.current_usage = Decimal(0)
-        limit.last_reset = budget_window_start(limit.reset_duration, limit.calendar_aligned, now) \
-            if limit.calendar_aligned else now
+        limit.last_reset = budget_window_start(limit.reset_duration, limit.calendar_aligned, now)
         fields = ["current_usage", "last_reset", "usage_reset_at", "updated_at"]
     else:
         limit.token_current_usage = 0

@@ -127,7 +127,7 @@ class OverrideRecord:
     def wildcard_prefix(self) -> str | None:
         """The prefix a wildcard pattern matches, or None for an exact pattern."""
         if self.match_type == WILDCARD:
-            return self.pattern[:-1] if self.pattern.endswith("*") else self.pattern
+            return self.pattern.removesuffix("*")
         return None
 
     def matches_model(self, names: Iterable[str]) -> bool:
