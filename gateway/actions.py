@@ -27,3 +27,14 @@ def delete_object(actor: Actor, obj: models.Model) -> None:
         audit.record_delete(actor, obj)
         obj.delete()
         config_version.bump_on_commit()
+
+
+def lock_rows(queryset: models.QuerySet[Any]) -> models.QuerySet[Any]:
+    """Lock the rows of ``queryset`` for update, in primary-key order (no deadlocks).
+
+    Admin changelist querysets carry joins and annotations that PostgreSQL refuses to lock
+    (``FOR UPDATE`` with ``GROUP BY`` or outer joins), so the lock is taken on a plain
+    queryset of the same rows. Call inside ``transaction.atomic()``.
+    """
+    ids = list(queryset.values_list("pk", flat=True))
+    return queryset.model._default_manager.select_for_update().filter(pk__in=ids).order_by("pk")

@@ -24,7 +24,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from gateway import audit, config_version
-from gateway.actions import delete_object, save_object
+from gateway.actions import delete_object, lock_rows, save_object
 from gateway.audit import Actor
 from governance import limits
 from governance.models import (
@@ -281,7 +281,7 @@ def flag_actions(field: str, *, on_label: str, off_label: str) -> list[Callable[
             actor = get_actor(request)
             count = 0
             with transaction.atomic():
-                for obj in queryset.select_for_update():
+                for obj in lock_rows(queryset):
                     if getattr(obj, field) == value:
                         continue
                     before = audit.snapshot(obj)

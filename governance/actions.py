@@ -12,6 +12,7 @@ from typing import Any
 from django.db import IntegrityError, models, transaction
 
 from gateway import audit, config_version
+from gateway.actions import lock_rows
 from gateway.audit import Actor
 from gateway.errors import BadRequest, Conflict
 from gateway.models import AuditAction, Provider
@@ -218,7 +219,7 @@ def rotate_virtual_key(actor: Actor, key: VirtualKey) -> tuple[VirtualKey, str]:
 def set_virtual_keys_active(actor: Actor, keys: models.QuerySet[VirtualKey], active: bool) -> int:
     count = 0
     with transaction.atomic():
-        for key in keys.select_for_update():
+        for key in lock_rows(keys):
             if key.is_active == active:
                 continue
             before = audit.snapshot(key)
