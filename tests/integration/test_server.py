@@ -102,7 +102,30 @@ def test_the_curl_walkthrough(server):
         assert sorted(b["reset_duration"] for b in read["budgets"]) == ["1M", "1d"]
         assert read["rate_limit"]["request_max_limit"] == 60
         assert "sk-aaaaaaaaaaaaaaaaaaaa" not in client.get("/api/providers").text
-        events = client.get("/api/audit-events?actor=ops").json()
-        assert events["total_count"] >= 4
+        rule = client.post("/api/governance/routing-rules", json={
+            "name": "premium", "cel_expression": 'headers["x-tier"] == "premium"',
+            "targets": [{"provider": "openai", "model": "gpt-4o", "weight": 1}],
+            "scope": "team", "scope_id": team["id"]})
+        assert rule.status_code == 200, rule.text
+        rule_id = rule.json()["rule"]["id"]
+        assert client.get(f"/api/governance/routing-rules/{rule_id}").json()["rule"][
+            "targets"][0]["model"] == "gpt-4o"
+        bad_rule = client.post("/api/governance/routing-rules", json={
+            "name": "broken", "cel_expression": "model ==",
+            "targets": [{"provider": "openai", "model": "gpt-4o", "weight": 1}]})
+        assert bad_rule.status_code == 400
+        assert "CEL compile error" in bad_rule.json()["error"]["message"]
+        override = client.post("/api/governance/pricing-overrides", json={
+            "name": "negotiated", "scope_kind": "provider", "provider_id": "openai",
+            "match_type": "wildcard", "pattern": "gpt-4o*",
+            "request_types": ["chat_completion"], "patch": {"input_cost_per_token": 2e-6}})
+        assert override.status_code == 201, override.text
+        override_id = override.json()["pricing_override"]["id"]
+        assert client.get(f"/api/governance/pricing-overrides/{override_id}").json()[
+            "pricing_override"]["patch"] == {"input_cost_per_token": 2e-6}
+        events = client.get("/api/audit-events?actor=ops&limit=100").json()
+        written = {event["object_type"] for event in events["audit_events"]}
+        assert {"customer", "team", "virtualkey", "provider", "providerkey", "budget",
+                "ratelimit", "routingrule", "pricingoverride"} <= written
         assert client.get("/api/governance/teams", headers={"Authorization": "Bearer nope"}
                           ).status_code == 401
