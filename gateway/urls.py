@@ -5,11 +5,14 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from pricing.api import urls as pricing_urls
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/governance/", include("governance.api.urls")),
     path("api/governance/", include("routing.api.urls")),
     path("api/governance/", include("pricing.api.urls")),
+    path("api/pricing/", include(pricing_urls.catalog_urlpatterns)),
     path("api/", include("gateway.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
