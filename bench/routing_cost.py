@@ -93,17 +93,23 @@ def routing_figures() -> list[tuple[str, float]]:
     return [figure for name in ENGINE_NAMES for figure in engine_figures(name)]
 
 
+def _print(title: str, figures: list[tuple[str, float]]) -> None:
+    """Each figure with its ratio to the nearest preceding-or-following baseline row."""
+    print(title)
+    baselines = [value for label, value in figures if "baseline" in label]
+    for label, value in figures:
+        baseline = next((value_b for label_b, value_b in figures
+                         if "baseline" in label_b and label_b.split(":")[0] == label.split(":")[0]),
+                        baselines[-1] if baselines else None)
+        ratio = f"x{value / baseline:8.2f} of baseline" if baseline else ""
+        print(f"  {label:<52} {value:10.2f}  {ratio}")
+
+
 def main() -> None:
-    print("Routing (median µs per request)")
-    for label, value in routing_figures():
-        print(f"  {label:<52} {value:10.1f}")
-    try:
-        from bench.cost import cost_figures
-    except ImportError:
-        return
-    print("Cost (median µs per computation, after warm-up)")
-    for label, value in cost_figures():
-        print(f"  {label:<52} {value:10.2f}")
+    _print("Routing (median µs per request)", routing_figures())
+    from bench.cost import cost_figures
+
+    _print("Cost (median µs per computation, after warm-up)", cost_figures())
 
 
 if __name__ == "__main__":
