@@ -6,10 +6,17 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.html import format_html_join
 
 from gateway.admin_base import AuditedModelAdmin, GatewayAdminForm, link_to
+from pricing.api.catalog import model_price
+from pricing.catalog import PriceCatalog, catalog_provider_id
 from pricing.models import SCOPE_REQUIREMENTS, PricingOverride, ScopeKind
+from pricing.resolution import apply_patch
 from pricing.validators import BASE_REQUEST_TYPES, validate_pattern
 
 SCOPE_IDS = ("virtual_key", "provider", "provider_key")
@@ -69,7 +76,8 @@ class PricingOverrideForm(GatewayAdminForm):
 class PricingOverrideAdmin(AuditedModelAdmin):
     form = PricingOverrideForm
     list_display = ("name", "scope", "pattern_display", "request_types_display",
-                    "patch_summary", "updated_at")
+                    "patch_summary", "effective_price", "updated_at")
+    change_list_template = "admin/pricing/pricingoverride/change_list.html"
     list_filter = ("scope_kind", "match_type")
     list_select_related = ("virtual_key", "provider", "provider_key__provider")
     search_fields = ("name", "pattern")
@@ -110,3 +118,53 @@ class PricingOverrideAdmin(AuditedModelAdmin):
         shown = ", ".join(f"{name}={price:g}" for name, price in items[:PATCH_SUMMARY_FIELDS])
         more = len(items) - PATCH_SUMMARY_FIELDS
         return f"{shown}, +{more} more" if more > 0 else shown
+
+    @admin.display(description="effective price (per 1M tokens)")
+    def effective_price(self, obj: PricingOverride) -> str:
+        """Catalog price of the pattern's model with the patch applied (exact patterns), or
+        the patched rates alone (wildcards, unknown models)."""
+        base = None
+        if obj.match_type == "exact":
+            catalog = PriceCatalog.bundled()
+            provider_ids = ([catalog_provider_id(obj.provider.kind, obj.provider.price_provider)]
+                            if obj.provider_id else [pid for pid, _ in catalog.providers()])
+            for provider_id in provider_ids:
+                price = catalog.lookup(provider_id, obj.pattern) if provider_id else None
+                if price is not None:
+                    base = price.rates
+                    break
+        rates = apply_patch(base, obj.patch or {})
+        parts = [f"{label} ${rate.per_million.normalize():f}"
+                 for label, rate in (("in", rates.input), ("out", rates.output),
+                                     ("cache read", rates.cache_read)) if rate is not None]
+        if rates.request is not None:
+            parts.append(f"request ${rates.request.normalize():f}")
+        suffix = "" if base is not None else " (catalog for the rest)"
+        return (", ".join(parts) + suffix) if parts else "-"
+
+    def get_urls(self) -> list[Any]:
+        extra = [path("catalog/", self.admin_site.admin_view(self.catalog_view),
+                      name="pricing_catalog")]
+        return extra + super().get_urls()
+
+    def catalog_view(self, request: HttpRequest) -> HttpResponse:
+        """Read-only browser of the bundled price catalog."""
+        catalog = PriceCatalog.bundled()
+        provider = request.GET.get("provider") or None
+        if provider is not None and catalog.resolve_provider_id(provider) is None:
+            provider = None
+        search = (request.GET.get("q") or "")[:200]
+        models = list(catalog.iter_models(provider=provider, search=search or None))
+        page = Paginator(models, 100).get_page(request.GET.get("page"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Price catalog",
+            "opts": self.model._meta,
+            "page": page,
+            "rows": [model_price(item) for item in page.object_list],
+            "providers": catalog.providers(),
+            "provider": provider or "",
+            "search": search,
+            "total": len(models),
+        }
+        return TemplateResponse(request, "admin/pricing/catalog.html", context)

@@ -103,3 +103,21 @@ def test_catalog_browse(api):
     assert page["total_count"] > 100
     assert_error(api.get("/api/pricing/models?provider=nonexistent"), 400, field="provider")
     assert_error(api.get("/api/pricing/models?limit=x"), 400, field="limit")
+
+
+def test_admin_catalog_page_and_effective_price(admin_client_logged_in, client, plain_user):
+    page = admin_client_logged_in.get("/admin/pricing/pricingoverride/catalog/?provider=openai"
+                                      "&q=gpt-4o-mini")
+    assert page.status_code == 200
+    assert "gpt-4o-mini" in page.content.decode()
+    hostile = admin_client_logged_in.get("/admin/pricing/pricingoverride/catalog/"
+                                         "?provider=<script>&q=<script>alert(1)</script>&page=x")
+    assert hostile.status_code == 200
+    assert "<script>alert(1)</script>" not in hostile.content.decode()
+    PricingOverrideFactory(name="cheap", pattern="gpt-4o",
+                           patch={"input_cost_per_token": 0.000001})
+    listing = admin_client_logged_in.get("/admin/pricing/pricingoverride/").content.decode()
+    assert "in $1, out $10, cache read $1.25" in listing  # gpt-4o with the patched input
+    assert "Price catalog" in listing
+    client.force_login(plain_user)
+    assert client.get("/admin/pricing/pricingoverride/catalog/").status_code == 302
