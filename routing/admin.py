@@ -6,8 +6,11 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.core.exceptions import ValidationError
-from django.http import HttpRequest
+from django.contrib.admin.helpers import AdminForm
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from gateway.admin_base import (
@@ -15,11 +18,16 @@ from gateway.admin_base import (
     AuditedInlineMixin,
     AuditedModelAdmin,
     GatewayAdminForm,
+    admin_change_url,
     flag_actions,
     link_to,
 )
+from gateway.models import ProviderKey
 from governance.admin import keys_listing
 from governance.models import VirtualKey
+from routing.engine import Outcome
+from routing.evaluation import SCOPE_LABELS, evaluate_request
+from routing.forms import FIELDSETS, TryRoutingForm
 from routing.models import SCOPE_FIELDS, RoutingRule, RoutingScope, RoutingTarget
 
 WEIGHT_TOLERANCE = 0.001
@@ -171,3 +179,82 @@ class RoutingRuleAdmin(AuditedModelAdmin):
             return format_html("customer {}, its teams ({}) and their virtual keys: {}",
                                link_to(customer), teams or "none", keys_listing(keys.distinct()))
         return "-"
+
+    # --- "Try routing" ----------------------------------------------------------------------
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path("try/", self.admin_site.admin_view(self.try_routing_view),
+                 name=f"{self.opts.app_label}_{self.opts.model_name}_try"),
+            *super().get_urls(),
+        ]
+
+    def try_routing_view(self, request: HttpRequest) -> HttpResponse:
+        """Dry-run the rules for a described request; the same as ``POST
+        /api/governance/routing-rules/evaluate``. GET shows the form (fields may be
+        prefilled from the query string), POST evaluates it."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            form = TryRoutingForm(request.POST, admin_site=self.admin_site)
+        else:
+            initial = {name: value for name, value in request.GET.items()
+                       if name in TryRoutingForm.base_fields}
+            form = TryRoutingForm(initial=initial, admin_site=self.admin_site)
+        result = None
+        if form.is_bound and form.is_valid():
+            arguments = form.evaluation_arguments()
+            result = evaluate_request(**arguments)
+            result = _presentable(result, arguments["virtual_key"])
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Try routing",
+            "opts": self.opts,
+            "adminform": AdminForm(form, list(FIELDSETS), {}, model_admin=self),
+            "form": form,
+            "media": self.media + form.media,
+            "errors": form.errors if form.is_bound else None,
+            "result": result,
+        }
+        return TemplateResponse(request, "admin/routing/routingrule/try_routing.html", context)
+
+
+def _rule_url(rule_id: str) -> str | None:
+    return reverse("admin:routing_routingrule_change", args=[rule_id]) if rule_id else None
+
+
+def _presentable(result: dict[str, Any], key: VirtualKey | None) -> dict[str, Any]:
+    """Add what the page shows beyond the API's result: admin links and row styles."""
+    owners: dict[tuple[str, str], Any] = {}
+    if key is not None:
+        owners[("virtual_key", str(key.pk))] = key
+        if key.team is not None:
+            owners[("team", str(key.team.pk))] = key.team
+            if key.team.customer is not None:
+                owners[("customer", str(key.team.customer.pk))] = key.team.customer
+        if key.customer is not None:
+            owners.setdefault(("customer", str(key.customer.pk)), key.customer)
+    for scope in result["scope_chain"]:
+        scope["label"] = SCOPE_LABELS.get(scope["scope"], scope["scope"])
+        owner = owners.get((scope["scope"], scope["scope_id"]))
+        scope["url"] = admin_change_url(owner) if owner is not None else None
+    decision = result["decision"]
+    if decision is not None:
+        decision["rule_url"] = _rule_url(decision["rule_id"])
+        provider_key = (ProviderKey.objects.select_related("provider")
+                        .filter(pk=decision["key_id"]).first() if decision["key_id"] else None)
+        decision["key_label"] = str(provider_key) if provider_key else decision["key_id"]
+        decision["key_url"] = admin_change_url(provider_key)
+    for entry in result["trace"]:
+        entry["rule_url"] = _rule_url(entry["rule_id"])
+        entry["scope_label"] = SCOPE_LABELS.get(entry["scope"], entry["scope"])
+        owner = owners.get((entry["scope"], entry["scope_id"]))
+        entry["scope_name"] = str(owner) if owner is not None else ""
+        entry["scope_url"] = admin_change_url(owner) if owner is not None else None
+        entry["css"] = {
+            Outcome.MATCHED.value: "gw-matched",
+            Outcome.COMPILE_ERROR.value: "gw-error",
+            Outcome.EVAL_ERROR.value: "gw-error",
+            Outcome.NO_TARGETS.value: "gw-warning",
+        }.get(entry["outcome"], "")
+    return result

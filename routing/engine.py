@@ -276,7 +276,10 @@ class RoutingEngine:
         chain = context.key.scope_chain() if context.key else (GLOBAL,)
         final: RoutingDecision | None = None
         entries: list[TraceEntry] = []
-        log: list[str] = []
+        log: list[str] = [
+            "Scope chain: [" + " ".join(f"{name}({scope_id})" if scope_id else name
+                                        for name, scope_id in chain) + "]"
+        ]
         step = 0
         while True:
             max_depth = self._max_depth()
@@ -334,8 +337,8 @@ class RoutingEngine:
                         detail = (f"selected target (weight={target.weight:.2f}): "
                                   f"provider={decision.provider}, model={decision.model}"
                                   + (f", key={decision.key_id}" if decision.key_id else "")
-                                  + (f", fallbacks={list(rule.fallbacks)}" if rule.fallbacks
-                                     else "")
+                                  + (f", fallbacks=[{' '.join(rule.fallbacks)}]"
+                                     if rule.fallbacks else "")
                                   + (" [chain_rule=true, continuing]" if rule.chain_rule
                                      else ""))
                 if entries is not None:

@@ -18,12 +18,18 @@ from rest_framework import serializers
 from gateway.api.fields import (
     StrictBooleanField,
     StrictCharField,
+    StrictDictField,
     StrictFloatField,
     StrictIntegerField,
     StrictListField,
 )
 from gateway.models import Provider, ProviderKey
+from governance.models import VirtualKey
+from pricing.validators import BASE_REQUEST_TYPES
+from routing import evaluation
 from routing import validators as rule_validators
+from routing.cel import ENGINE_NAMES
+from routing.engine import Capacity
 from routing.models import RoutingScope
 
 MAX_TARGETS = 50
@@ -246,3 +252,113 @@ class RoutingRuleUpdateInput(_RoutingRuleFields):
             raise serializers.ValidationError("at least one routing target is required")
         validate_target_list(value)
         return value
+
+
+# --- evaluate (dry run) --------------------------------------------------------------------
+
+def _string_map(label: str) -> StrictDictField:
+    return StrictDictField(
+        child=StrictCharField(allow_blank=True, trim_whitespace=False,
+                              max_length=evaluation.MAX_MAP_VALUE_LENGTH),
+        required=False, allow_null=True, allow_empty=True,
+        help_text=f"{label}: an object of string to string, at most "
+        f"{evaluation.MAX_MAP_ENTRIES} entries. Names are matched case-insensitively.",
+    )
+
+
+class RoutingCapacityInput(serializers.Serializer):
+    """Percentages (0-100, may exceed 100) of the tightest limits; absent means 0."""
+
+    budget_used = StrictFloatField(required=False, default=0.0, min_value=0.0)
+    tokens_used = StrictFloatField(required=False, default=0.0, min_value=0.0)
+    request = StrictFloatField(required=False, default=0.0, min_value=0.0)
+
+
+class RoutingEvaluateInput(serializers.Serializer):
+    """A request to route, described; nothing is sent anywhere."""
+
+    virtual_key_id = StrictCharField(required=False, allow_null=True, allow_blank=True,
+                                     max_length=100,
+                                     help_text="Id of an existing virtual key; none means "
+                                     "only global rules apply.")
+    provider = StrictCharField(required=False, allow_null=True, allow_blank=True,
+                               max_length=255,
+                               help_text="The request's provider; may be empty.")
+    model = StrictCharField(max_length=512, help_text='The request\'s model. "provider/model" '
+                            "is split when `provider` is empty and the prefix is a provider.")
+    request_type = StrictCharField(required=False, allow_null=True, allow_blank=True,
+                                   max_length=50,
+                                   help_text="One of: " + ", ".join(BASE_REQUEST_TYPES)
+                                   + f". Default {evaluation.DEFAULT_REQUEST_TYPE}.")
+    headers = _string_map("Request headers")
+    query_params = _string_map("Query parameters")
+    capacity = RoutingCapacityInput(required=False, allow_null=True)
+    engine = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=50,
+                             help_text="CEL engine: " + " or ".join(ENGINE_NAMES)
+                             + ". Default: the gateway's setting.")
+    seed = StrictIntegerField(required=False, allow_null=True, min_value=-(2**63),
+                              max_value=2**63 - 1,
+                              help_text="Seeds the weighted target choice, for a "
+                              "reproducible result.")
+
+    def validate_virtual_key_id(self, value: str | None) -> VirtualKey | None:
+        value = (value or "").strip()
+        if not value:
+            return None
+        try:
+            pk = uuid.UUID(value)
+        except ValueError:
+            raise serializers.ValidationError(
+                f"virtual key {value!r} is not a valid id") from None
+        key = VirtualKey.objects.select_related("team__customer", "customer").filter(
+            pk=pk).first()
+        if key is None:
+            raise serializers.ValidationError(f"virtual key {value} does not exist")
+        return key
+
+    def validate_request_type(self, value: str | None) -> str:
+        if not value:
+            return evaluation.DEFAULT_REQUEST_TYPE
+        if value not in BASE_REQUEST_TYPES:
+            raise serializers.ValidationError(
+                f"unsupported request_type {_quoted(value)}: use one of "
+                f"{', '.join(BASE_REQUEST_TYPES)}"
+            )
+        return value
+
+    def validate_engine(self, value: str | None) -> str | None:
+        if not value:
+            return None
+        if value not in ENGINE_NAMES:
+            raise serializers.ValidationError(
+                f"unknown engine {_quoted(value)}: use one of {', '.join(ENGINE_NAMES)}"
+            )
+        return value
+
+    def _string_map(self, value: dict[str, str] | None, label: str) -> dict[str, str]:
+        try:
+            return evaluation.check_string_map(value or {}, label)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def validate_headers(self, value: dict[str, str] | None) -> dict[str, str]:
+        return self._string_map(value, "headers")
+
+    def validate_query_params(self, value: dict[str, str] | None) -> dict[str, str]:
+        return self._string_map(value, "query_params")
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        provider, model = evaluation.split_provider_model(
+            (data.get("provider") or "").strip(), data["model"].strip())
+        capacity = data.get("capacity")
+        return {
+            "virtual_key": data.get("virtual_key_id"),
+            "provider": provider,
+            "model": model,
+            "request_type": data.get("request_type") or evaluation.DEFAULT_REQUEST_TYPE,
+            "headers": data.get("headers") or {},
+            "query_params": data.get("query_params") or {},
+            "capacity": Capacity(**capacity) if capacity is not None else None,
+            "engine_name": data.get("engine"),
+            "seed": data.get("seed"),
+        }

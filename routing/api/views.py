@@ -1,4 +1,5 @@
-"""Routing-rule API views: ``/api/governance/routing-rules`` and ``.../{rule_id}``.
+"""Routing-rule API views: ``/api/governance/routing-rules``, ``.../{rule_id}`` and the dry
+run ``.../evaluate``.
 
 Paths and shapes follow Bifrost's governance API (spec 4.7). ``from_memory`` is accepted and
 ignored: every read comes from the database.
@@ -16,6 +17,7 @@ from routing import actions
 from routing.api import representations as shapes
 from routing.api import serializers as inputs
 from routing.api.filters import RoutingRuleFilter
+from routing.evaluation import evaluate_request
 from routing.models import RoutingScope
 
 TAGS = ["Routing rules"]
@@ -81,3 +83,19 @@ class RoutingRuleDetailView(ManagementAPIView):
         rule = self.get_or_404(shapes.routing_rules_queryset(), rule_id, NOT_FOUND)
         actions.delete_routing_rule(self.actor(), rule)
         return Response({"message": "Routing rule deleted successfully"})
+
+
+class RoutingRuleEvaluateView(ManagementAPIView):
+    @extend_schema(
+        tags=["Governance"], operation_id="evaluateRoutingRules",
+        request=inputs.RoutingEvaluateInput,
+        description="Dry-runs the enabled routing rules against a described request (the "
+        "admin's \"Try routing\" page does the same). Returns `decision` (null when no rule "
+        "matched: default routing applies), `matched`, `message`, `steps`, the full `trace` "
+        "(one entry per rule evaluated: step, scope, scope_id, rule_id, rule_name, "
+        "expression, outcome, detail), the engine `log`, the `scope_chain` searched and the "
+        "`engine` used. Capacity percentages apply as given at every chain step. Nothing is "
+        "written or sent upstream.",
+    )
+    def post(self, request: Request) -> Response:
+        return Response(evaluate_request(**self.parse(inputs.RoutingEvaluateInput)))
