@@ -3,11 +3,13 @@ Django: gateway/asgi.py sends them to the data plane."""
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from pricing.api import urls as pricing_urls
 
 urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/governance/", include("governance.api.urls")),
     path("api/governance/", include("routing.api.urls")),

@@ -67,3 +67,9 @@ def test_gateway_settings_coerce_and_validate():
             gateway_settings.validate()
     with pytest.raises(AttributeError):
         gateway_settings.NOT_A_SETTING  # noqa: B018
+
+
+def test_root_redirects_to_the_admin(client):
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/"
