@@ -151,6 +151,7 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["gateway.api.permissions.IsStaff"],
     "COMPONENT_SPLIT_REQUEST": True,
 }
 

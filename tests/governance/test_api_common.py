@@ -191,3 +191,8 @@ def test_openapi_schema_is_valid_without_warnings(tmp_path):
     call_command("spectacular", "--validate", "--fail-on-warn", "--file",
                  str(tmp_path / "schema.yaml"))
     assert "/api/governance/virtual-keys/{vk_id}/rotate" in (tmp_path / "schema.yaml").read_text()
+
+
+def test_schema_and_docs_are_staff_only(anonymous_api, client):
+    assert anonymous_api.get("/api/schema/").status_code == 401
+    assert client.get("/api/docs/").status_code in (401, 403)
