@@ -2,6 +2,7 @@
 Django: gateway/asgi.py sends them to the data plane."""
 
 from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -17,7 +18,8 @@ urlpatterns = [
     path("api/pricing/", include(pricing_urls.catalog_urlpatterns)),
     path("api/", include("gateway.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", staff_member_required(
+        SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
 ]
 
 handler404 = "gateway.api.errorpages.not_found"
