@@ -6,7 +6,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.factories import CustomerFactory, ProviderFactory, TeamFactory
+from tests.factories import (
+    CustomerFactory,
+    ModelConfigFactory,
+    PricingOverrideFactory,
+    ProviderFactory,
+    RoutingTargetFactory,
+    TeamFactory,
+    VirtualKeyFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -50,5 +58,33 @@ def test_random_bodies_never_crash(api, path):
         response = api.post(path, body, format="json")
         assert response.status_code < 500, (body, response.content)
         assert response.status_code in (200, 201, 400, 409), (body, response.content)
+
+    check()
+
+
+UPDATE_TARGETS = {
+    "virtual-key": lambda: f"/api/governance/virtual-keys/{VirtualKeyFactory().id}",
+    "team": lambda: f"/api/governance/teams/{TeamFactory().id}",
+    "customer": lambda: f"/api/governance/customers/{CustomerFactory().id}",
+    "model-config": lambda: f"/api/governance/model-configs/{ModelConfigFactory().id}",
+    "provider-governance": lambda: "/api/governance/providers/openai",
+    "routing-rule": lambda: f"/api/governance/routing-rules/{RoutingTargetFactory().rule_id}",
+    "pricing-override": lambda: (
+        f"/api/governance/pricing-overrides/{PricingOverrideFactory().id}"),
+    "provider": lambda: "/api/providers/openai",
+}
+
+
+@pytest.mark.parametrize("target", list(UPDATE_TARGETS))
+def test_random_updates_never_crash(api, target):
+    ProviderFactory(name="openai")
+    path = UPDATE_TARGETS[target]()
+
+    @settings(max_examples=60, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(body=BODIES)
+    def check(body):
+        response = api.put(path, body, format="json")
+        assert response.status_code in (200, 400, 404, 409), (body, response.content)
 
     check()
