@@ -30,6 +30,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.routing_cost
+	$(PY) -m bench.ledger
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,189 @@
+"""Ledger value types and the backend interface (pure: no Django here).
+
+Semantics shared by every backend (checked by ``tests/governance/test_ledger_contract.py``):
+
+- ``admit`` checks every limit and reserves on all of them atomically, all or nothing.
+  REQUESTS and CONCURRENT take one unit and deny when ``used + 1 > maximum``. COST and
+  TOKENS deny when ``used >= maximum`` (usage exactly at the limit is denied); otherwise the
+  estimate is reserved in full, so one request may overshoot by the error of its own estimate.
+- ``settle`` replaces the reservation by the actual usage in the *same* windows the admit used
+  (even if the window rolled since), frees the concurrency slot, keeps the request counted.
+  Idempotent: a second settle, or a settle/release for an unknown id, is a no-op.
+- ``release`` undoes an admitted request that failed before any usage: the reserved cost and
+  tokens, the request count and the concurrency slot are all given back.
+- Concurrency slots are leases that expire after ``lease_seconds``, so a crashed worker's slot
+  comes back on its own.
+- Backend errors (Redis down, timeouts) surface as :class:`LedgerUnavailable`; the caller
+  decides whether to fail open or closed.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from governance.ledger.windows import Window, window_bounds
+
+DEFAULT_LEASE_SECONDS = 600.0
+CONCURRENCY_RETRY_AFTER_SECONDS = 1.0
+# Counters outlive their window by this much, so a late settle still finds its counter.
+EXPIRY_MARGIN_SECONDS = 3600.0
+
+
+class Metric(enum.Enum):
+    COST = "cost"
+    TOKENS = "tokens"
+    REQUESTS = "requests"
+    CONCURRENT = "concurrent"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit on one metric. ``maximum`` is nano-dollars, tokens, requests or slots."""
+
+    id: str
+    metric: Metric
+    maximum: int
+    window: Window | None = None
+    owner_label: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.window is None) != (self.metric is Metric.CONCURRENT):
+            raise ValueError(f"limit {self.id!r}: only CONCURRENT limits have no window")
+
+
+@dataclass(frozen=True)
+class Reservation:
+    cost_nanos: int = 0
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Usage:
+    cost_nanos: int = 0
+    tokens: int = 0
+
+
+class Outcome(enum.Enum):
+    ADMITTED = "admitted"
+    DENIED = "denied"
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """``used`` maps each limit id to its counted amount after this admit."""
+
+    used: dict[str, int] = field(default_factory=dict)
+    outcome: ClassVar[Outcome] = Outcome.ADMITTED
+
+    def __bool__(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class Denied:
+    limit: Limit
+    used: int
+    maximum: int
+    retry_after_seconds: float
+    reason: str
+    outcome: ClassVar[Outcome] = Outcome.DENIED
+
+    def __bool__(self) -> bool:
+        return False
+
+
+class LedgerUnavailable(Exception):
+    """The backend could not be reached or answered with an error; ``__cause__`` has it."""
+
+
+def amount_for(metric: Metric, reservation: Reservation | Usage) -> int:
+    """What one request adds to a counter of ``metric``."""
+    if metric is Metric.COST:
+        return reservation.cost_nanos
+    if metric is Metric.TOKENS:
+        return reservation.tokens
+    return 1
+
+
+def exceeds(metric: Metric, used: int, maximum: int) -> bool:
+    if metric in (Metric.REQUESTS, Metric.CONCURRENT):
+        return used + 1 > maximum
+    return used >= maximum
+
+
+def denial(limit: Limit, used: int, now: float) -> Denied:
+    if limit.window is None:
+        retry_after = CONCURRENCY_RETRY_AFTER_SECONDS
+    else:
+        retry_after = max(window_bounds(limit.window, now)[1] - now, 0.0)
+    label = limit.owner_label or limit.id
+    return Denied(
+        limit=limit,
+        used=used,
+        maximum=limit.maximum,
+        retry_after_seconds=retry_after,
+        reason=f"{label}: {limit.metric.value} {used} of {limit.maximum}",
+    )
+
+
+_WRAPPED = ("admit", "settle", "release", "usage", "reset")
+
+
+def _wrap_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    async def wrapper(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except LedgerUnavailable:
+            raise
+        except self.base_exceptions as exc:
+            raise LedgerUnavailable(f"{type(self).__name__}: {exc}") from exc
+
+    return wrapper
+
+
+class Ledger(ABC):
+    """Counters for limits. Subclasses implement the five async methods below."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time,
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+        self.clock = clock
+        self.lease_seconds = lease_seconds
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _WRAPPED:
+            if name in cls.__dict__:
+                setattr(cls, name, _wrap_errors(cls.__dict__[name]))
+
+    @property
+    def base_exceptions(self) -> tuple[type[BaseException], ...]:
+        """Backend errors that become :class:`LedgerUnavailable`."""
+        return ()
+
+    @abstractmethod
+    async def admit(self, request_id: str, limits: Sequence[Limit],
+                    reservation: Reservation) -> Admitted | Denied:
+        """Check all ``limits`` and reserve on all of them atomically, or on none."""
+
+    @abstractmethod
+    async def settle(self, request_id: str, actual: Usage) -> None:
+        """Replace the reservation by ``actual``; free the slot. Idempotent."""
+
+    @abstractmethod
+    async def release(self, request_id: str) -> None:
+        """Give back everything ``admit`` took (cost, tokens, request, slot). Idempotent."""
+
+    @abstractmethod
+    async def usage(self, limit: Limit, now: float | None = None) -> int:
+        """Counted amount in the window containing ``now``, reservations in flight included."""
+
+    @abstractmethod
+    async def reset(self, limit: Limit) -> None:
+        """Clear the current window's counter (tests and tooling; operators use a marker)."""

@@ -1,0 +1,156 @@
+"""Process-local ledger: the embedded default. Same semantics as the Redis backend.
+
+The critical sections contain no ``await``, so they are atomic against other coroutines by
+construction; a ``threading.Lock`` (held for microseconds) also covers threads (an in-process
+timer, ``sync_to_async``) and, unlike ``asyncio.Lock``, is not tied to one event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from governance.ledger.base import (
+    DEFAULT_LEASE_SECONDS,
+    EXPIRY_MARGIN_SECONDS,
+    Admitted,
+    Denied,
+    Ledger,
+    Limit,
+    Metric,
+    Reservation,
+    Usage,
+    amount_for,
+    denial,
+    exceeds,
+)
+from governance.ledger.windows import window_bounds, window_key
+
+PURGE_INTERVAL_SECONDS = 1.0
+
+
+@dataclass
+class _Entry:
+    key: str
+    metric: Metric
+    reserved: int
+
+
+@dataclass
+class _Record:
+    entries: list[_Entry]
+    expires_at: float
+
+
+class MemoryLedger(Ledger):
+    def __init__(self, *, clock: Callable[[], float] = time.time, key_prefix: str = "",
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+        super().__init__(clock=clock, lease_seconds=lease_seconds)
+        self.key_prefix = key_prefix
+        self._counters: dict[str, int] = {}
+        self._expiry: dict[str, float] = {}
+        self._leases: dict[str, dict[str, float]] = {}
+        self._records: dict[str, _Record] = {}
+        self._lock = threading.Lock()
+        self._next_purge = float("-inf")
+
+    def _key(self, limit: Limit, now: float) -> tuple[str, float]:
+        """Counter key and the time it may be dropped."""
+        if limit.window is None:
+            return f"{self.key_prefix}:{limit.id}:lease", now + self.lease_seconds
+        _start, end = window_bounds(limit.window, now)
+        key = f"{self.key_prefix}:{limit.id}:{window_key(limit.window, now)}"
+        return key, end + EXPIRY_MARGIN_SECONDS
+
+    def _purge(self, now: float) -> None:
+        """Drop expired counters, records and leases, at most once per clock second."""
+        if now < self._next_purge:
+            return
+        self._next_purge = now + PURGE_INTERVAL_SECONDS
+        for key in [key for key, at in self._expiry.items() if at <= now]:
+            del self._expiry[key]
+            self._counters.pop(key, None)
+        for request_id in [rid for rid, rec in self._records.items() if rec.expires_at <= now]:
+            del self._records[request_id]
+        for key, leases in list(self._leases.items()):
+            for request_id in [rid for rid, at in leases.items() if at <= now]:
+                del leases[request_id]
+            if not leases:
+                del self._leases[key]
+
+    def _used(self, metric: Metric, key: str, now: float) -> int:
+        if metric is Metric.CONCURRENT:
+            leases = self._leases.get(key, {})
+            for request_id in [rid for rid, at in leases.items() if at <= now]:
+                del leases[request_id]
+            return len(leases)
+        return self._counters.get(key, 0)
+
+    async def admit(self, request_id: str, limits: Sequence[Limit],
+                    reservation: Reservation) -> Admitted | Denied:
+        with self._lock:
+            now = self.clock()
+            self._purge(now)
+            if request_id in self._records:
+                return Admitted()  # a repeated admit never reserves twice
+            keys = [self._key(limit, now) for limit in limits]
+            for limit, (key, _expires_at) in zip(limits, keys, strict=True):
+                used = self._used(limit.metric, key, now)
+                if exceeds(limit.metric, used, limit.maximum):
+                    return denial(limit, used, now)
+            entries = []
+            used_after = {}
+            record_expires_at = now + self.lease_seconds
+            for limit, (key, expires_at) in zip(limits, keys, strict=True):
+                amount = amount_for(limit.metric, reservation)
+                if limit.metric is Metric.CONCURRENT:
+                    self._leases.setdefault(key, {})[request_id] = expires_at
+                else:
+                    self._counters[key] = self._counters.get(key, 0) + amount
+                    self._expiry[key] = max(self._expiry.get(key, 0.0), expires_at)
+                entries.append(_Entry(key, limit.metric, amount))
+                used_after[limit.id] = self._used(limit.metric, key, now)
+                record_expires_at = max(record_expires_at, expires_at)
+            self._records[request_id] = _Record(entries, record_expires_at)
+            return Admitted(used_after)
+
+    async def _finish(self, request_id: str, actual: Usage | None) -> None:
+        with self._lock:
+            record = self._records.pop(request_id, None)
+            if record is None:
+                return
+            for entry in record.entries:
+                if entry.metric is Metric.CONCURRENT:
+                    self._leases.get(entry.key, {}).pop(request_id, None)
+                    continue
+                if entry.key not in self._counters:
+                    continue  # the window's counter already expired
+                # requests stay counted on settle; release gives everything back
+                new = 0 if actual is None else amount_for(entry.metric, actual)
+                self._counters[entry.key] = max(self._counters[entry.key] - entry.reserved + new,
+                                                0)
+
+    async def settle(self, request_id: str, actual: Usage) -> None:
+        await self._finish(request_id, actual)
+
+    async def release(self, request_id: str) -> None:
+        await self._finish(request_id, None)
+
+    async def usage(self, limit: Limit, now: float | None = None) -> int:
+        with self._lock:
+            now = self.clock() if now is None else now
+            key, _expires_at = self._key(limit, now)
+            if limit.metric is Metric.CONCURRENT:
+                return sum(1 for at in self._leases.get(key, {}).values() if at > now)
+            if self._expiry.get(key, now + 1) <= now:
+                return 0
+            return self._counters.get(key, 0)
+
+    async def reset(self, limit: Limit) -> None:
+        with self._lock:
+            key, _expires_at = self._key(limit, self.clock())
+            self._counters.pop(key, None)
+            self._expiry.pop(key, None)
+            self._leases.pop(key, None)

@@ -1,0 +1,120 @@
+"""Redis ledger: every worker and host shares counters.
+
+One Lua script per admit (``lua/admit.lua``) and one per settle or release
+(``lua/finish.lua``); both are registered once per client. Keys:
+
+- ``{prefix}:<limit id>:<window key>``: a counter (cost, tokens or requests), expiring an hour
+  after its window ends;
+- ``{prefix}:<limit id>:lease``: a sorted set of request ids scored by lease expiry;
+- ``{prefix}:request:<request id>``: the in-flight record (JSON: keys touched and amounts
+  reserved), so another process can settle, and settle adjusts the windows admit used.
+
+Every key carries the ``{prefix}`` hash tag: one admit touches limits of several owners, and
+Redis Cluster runs a script only when all its keys share a slot. The price is that one
+prefix lives on one shard. TTLs are relative (``PEXPIRE``) and ``now`` comes from the
+injected clock, so tests that move the clock never race Redis expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from governance.ledger.base import (
+    DEFAULT_LEASE_SECONDS,
+    EXPIRY_MARGIN_SECONDS,
+    Admitted,
+    Denied,
+    Ledger,
+    Limit,
+    Metric,
+    Reservation,
+    Usage,
+    amount_for,
+    denial,
+)
+from governance.ledger.windows import window_bounds, window_key
+
+
+def _script_source(name: str) -> str:
+    return resources.files("governance.ledger").joinpath("lua", name).read_text("utf-8")
+
+
+class RedisLedger(Ledger):
+    def __init__(self, client: aioredis.Redis, *, key_prefix: str,
+                 clock: Callable[[], float] = time.time,
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+        super().__init__(clock=clock, lease_seconds=lease_seconds)
+        self.client = client
+        self.key_prefix = key_prefix
+        self._admit_script = client.register_script(_script_source("admit.lua"))
+        self._finish_script = client.register_script(_script_source("finish.lua"))
+
+    @property
+    def base_exceptions(self) -> tuple[type[BaseException], ...]:
+        return (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)
+
+    def _key(self, limit: Limit, now: float) -> tuple[str, float]:
+        """Key and its time to live in seconds."""
+        if limit.window is None:
+            return f"{{{self.key_prefix}}}:{limit.id}:lease", self.lease_seconds
+        _start, end = window_bounds(limit.window, now)
+        key = f"{{{self.key_prefix}}}:{limit.id}:{window_key(limit.window, now)}"
+        return key, end - now + EXPIRY_MARGIN_SECONDS
+
+    def _record_key(self, request_id: str) -> str:
+        return f"{{{self.key_prefix}}}:request:{request_id}"
+
+    async def admit(self, request_id: str, limits: Sequence[Limit],
+                    reservation: Reservation) -> Admitted | Denied:
+        now = self.clock()
+        keys = [self._record_key(request_id)]
+        args: list[Any] = [repr(now), request_id, 0]
+        record_ttl = self.lease_seconds
+        for limit in limits:
+            key, ttl = self._key(limit, now)
+            ttl_ms = max(int(ttl * 1000), 1)
+            keys.append(key)
+            args += [limit.metric.value, limit.maximum, amount_for(limit.metric, reservation),
+                     ttl_ms]
+            record_ttl = max(record_ttl, ttl)
+        args[2] = max(int(record_ttl * 1000), 1)
+        result = await self._admit_script(keys=keys, args=args, client=self.client)
+        if result[0] == 0:
+            return denial(limits[int(result[1]) - 1], int(result[2]), now)
+        if result[0] == 2:
+            return Admitted()
+        return Admitted({limit.id: int(used) for limit, used in zip(limits, result[1:],
+                                                                         strict=True)})
+
+    async def _finish(self, request_id: str, mode: str, actual: Usage) -> None:
+        await self._finish_script(keys=[self._record_key(request_id)],
+                                  args=[mode, request_id, actual.cost_nanos, actual.tokens],
+                                  client=self.client)
+
+    async def settle(self, request_id: str, actual: Usage) -> None:
+        await self._finish(request_id, "settle", actual)
+
+    async def release(self, request_id: str) -> None:
+        await self._finish(request_id, "release", Usage())
+
+    async def usage(self, limit: Limit, now: float | None = None) -> int:
+        now = self.clock() if now is None else now
+        key, _ttl = self._key(limit, now)
+        if limit.metric is Metric.CONCURRENT:
+            return int(await self.client.zcount(key, f"({now!r}", "+inf"))
+        value = await self.client.get(key)
+        return int(value) if value is not None else 0
+
+    async def reset(self, limit: Limit) -> None:
+        key, _ttl = self._key(limit, self.clock())
+        await self.client.delete(key)
+
+
+__all__ = ["RedisLedger"]

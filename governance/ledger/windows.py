@@ -1,0 +1,80 @@
+"""Window arithmetic for ledger limits (pure; epoch seconds in, epoch seconds out).
+
+Rolling windows lie on the lattice ``anchor + n * length`` (``anchor`` is the limit's
+``last_reset``), so they never drift however many windows pass. Calendar-aligned windows use
+:func:`governance.durations.calendar_period_start` (UTC day, Monday, month, quarter, year).
+
+Reset marker: an operator "reset usage" at time ``m``. When ``m`` lies inside the lattice
+window that contains ``now`` (``start <= m <= now``), the effective window is ``[m, end)`` and
+its key gains an ``r<m>`` suffix, so counting starts from zero in a fresh counter without
+touching the old one (no history is edited, nothing needs a job). Once the lattice window
+containing the marker ends, the marker is ignored and the next window is counted normally.
+A marker in the future (``m > now``) is ignored until it is reached.
+
+    >>> from governance.durations import parse_duration
+    >>> w = Window(parse_duration("1h"), calendar_aligned=False, anchor=600.0)
+    >>> window_bounds(w, 7300.0)
+    (4200.0, 7800.0)
+    >>> window_key(w, 7300.0)
+    '4200'
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from governance.durations import Duration, calendar_period_start, next_calendar_period_start
+
+
+@dataclass(frozen=True)
+class Window:
+    duration: Duration
+    calendar_aligned: bool = False
+    anchor: float = 0.0
+    reset_marker: float | None = None
+
+
+def lattice_bounds(window: Window, now: float) -> tuple[float, float]:
+    """The window containing ``now`` ignoring any reset marker."""
+    if window.calendar_aligned:
+        start_dt = calendar_period_start(window.duration, datetime.fromtimestamp(now, UTC))
+        end_dt = next_calendar_period_start(window.duration, start_dt)
+        return start_dt.timestamp(), end_dt.timestamp()
+    length = window.duration.seconds
+    index = math.floor((now - window.anchor) / length)
+    start = window.anchor + index * length
+    if start > now:  # float rounding at a boundary
+        start -= length
+    elif start + length <= now:
+        start += length
+    return start, start + length
+
+
+def _active_marker(window: Window, now: float, start: float) -> float | None:
+    marker = window.reset_marker
+    if marker is not None and start <= marker <= now:
+        return marker
+    return None
+
+
+def window_bounds(window: Window, now: float) -> tuple[float, float]:
+    """``(start, end)`` of the counted window containing ``now``; start honours a reset."""
+    start, end = lattice_bounds(window, now)
+    marker = _active_marker(window, now, start)
+    return (marker if marker is not None else start), end
+
+
+def _format(seconds: float) -> str:
+    text = f"{seconds:.6f}".rstrip("0").rstrip(".")
+    return text if text not in ("", "-0") else "0"
+
+
+def window_key(window: Window, now: float) -> str:
+    """Counter key suffix for ``now``: the lattice start, plus ``r<marker>`` after a reset."""
+    start, _end = lattice_bounds(window, now)
+    marker = _active_marker(window, now, start)
+    if marker is None:
+        return _format(start)
+    return f"{_format(start)}r{_format(marker)}"
