@@ -1,12 +1,21 @@
 """Cross-cutting behaviour of the management API: auth, body parsing, errors, pagination."""
 
+import uuid
+
 import pytest
 
 from gateway.models import AuditEvent
-from tests.factories import CustomerFactory, TeamFactory, VirtualKeyFactory
+from tests.factories import (
+    CustomerFactory,
+    PricingOverrideFactory,
+    RoutingTargetFactory,
+    TeamFactory,
+    VirtualKeyFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
+UNKNOWN = uuid.UUID(int=1)
 ROUTES = [
     ("get", "/api/governance/virtual-keys"),
     ("post", "/api/governance/virtual-keys"),
@@ -17,7 +26,15 @@ ROUTES = [
     ("get", "/api/governance/model-configs"),
     ("get", "/api/governance/providers"),
     ("get", "/api/governance/routing-rules"),
+    ("post", "/api/governance/routing-rules"),
+    ("get", f"/api/governance/routing-rules/{UNKNOWN}"),
+    ("put", f"/api/governance/routing-rules/{UNKNOWN}"),
+    ("delete", f"/api/governance/routing-rules/{UNKNOWN}"),
     ("get", "/api/governance/pricing-overrides"),
+    ("post", "/api/governance/pricing-overrides"),
+    ("get", f"/api/governance/pricing-overrides/{UNKNOWN}"),
+    ("put", f"/api/governance/pricing-overrides/{UNKNOWN}"),
+    ("delete", f"/api/governance/pricing-overrides/{UNKNOWN}"),
     ("get", "/api/providers"),
     ("get", "/api/aliases"),
     ("get", "/api/audit-events"),
@@ -43,11 +60,14 @@ def test_no_credentials_is_401(anonymous_api, method, path):
     body = assert_error(response, 401)
     assert body["error"]["type"] == "authentication_error"
     assert response["WWW-Authenticate"].startswith("Bearer")
+    assert not AuditEvent.objects.exists()  # nothing was written
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
 def test_non_staff_is_403(non_staff_api, method, path):
-    assert_error(getattr(non_staff_api, method)(path, {}, format="json"), 403)
+    body = assert_error(getattr(non_staff_api, method)(path, {}, format="json"), 403)
+    assert body["error"]["type"] == "permission_error"
+    assert not AuditEvent.objects.filter(source="api").exists()
 
 
 @pytest.mark.parametrize(
@@ -65,20 +85,40 @@ def test_staff_session_works(client, staff_user):
     assert client.get("/api/governance/teams").status_code == 200
 
 
+WRITE_ENDPOINTS = {
+    "customer-create": lambda: ("post", "/api/governance/customers"),
+    "key-update": lambda: ("put", f"/api/governance/virtual-keys/{VirtualKeyFactory().id}"),
+    "rule-create": lambda: ("post", "/api/governance/routing-rules"),
+    "rule-update": lambda: (
+        "put", f"/api/governance/routing-rules/{RoutingTargetFactory().rule_id}"),
+    "override-create": lambda: ("post", "/api/governance/pricing-overrides"),
+    "override-update": lambda: (
+        "put", f"/api/governance/pricing-overrides/{PricingOverrideFactory().id}"),
+}
+
+
 @pytest.mark.parametrize(
     ("body", "text"),
     [
-        ("{bad", "Invalid JSON"),
-        ("", "Invalid JSON"),
-        ("[1, 2]", "must be a JSON object"),
-        ('"text"', "must be a JSON object"),
-        ('{"name": NaN}', "Invalid JSON"),
-        ('{"name": "\\ud800"}', "Invalid JSON"),
+        pytest.param("{bad", "Invalid JSON", id="malformed"),
+        pytest.param("", "the request body is empty", id="empty"),
+        pytest.param("[1, 2]", "must be a JSON object", id="array"),
+        pytest.param('"text"', "must be a JSON object", id="string"),
+        pytest.param("1", "must be a JSON object", id="number"),
+        pytest.param("null", "must be a JSON object", id="null"),
+        pytest.param('{"name": NaN}', "Invalid JSON", id="nan"),
+        pytest.param('{"name": Infinity}', "Invalid JSON", id="infinity"),
+        pytest.param('{"name": "\\ud800"}', "Invalid JSON", id="lone-surrogate"),
     ],
 )
-def test_malformed_bodies_are_400(api, body, text):
-    response = api.post("/api/governance/customers", data=body, content_type="application/json")
-    assert_error(response, 400, text=text)
+@pytest.mark.parametrize("endpoint", list(WRITE_ENDPOINTS))
+def test_malformed_bodies_are_400(api, endpoint, body, text):
+    method, path = WRITE_ENDPOINTS[endpoint]()
+    written = AuditEvent.objects.count()
+    response = getattr(api, method)(path, data=body, content_type="application/json")
+    error = assert_error(response, 400, text=text)
+    assert error["error"]["type"] == "invalid_request_error"
+    assert AuditEvent.objects.count() == written
 
 
 def test_oversized_body_is_413(api, settings):
