@@ -8,6 +8,7 @@ from django.db import models, transaction
 
 from gateway import audit, config_version
 from gateway.audit import Actor
+from gateway.errors import Conflict
 
 
 def save_object(actor: Actor, obj: models.Model, before: dict[str, Any] | None) -> None:
@@ -38,3 +39,15 @@ def lock_rows(queryset: models.QuerySet[Any]) -> models.QuerySet[Any]:
     """
     ids = list(queryset.values_list("pk", flat=True))
     return queryset.model._default_manager.select_for_update().filter(pk__in=ids).order_by("pk")
+
+
+def ensure_unique(queryset: models.QuerySet[Any], message: str, *, exclude: Any = None,
+                  field: str | None = "name") -> None:
+    """Raise a 409 naming ``field`` when ``queryset`` (minus ``exclude``) holds a row.
+
+    The database constraint stays the last word; this check gives the message.
+    """
+    if exclude is not None:
+        queryset = queryset.exclude(pk=exclude)
+    if queryset.exists():
+        raise Conflict(message, fields={field: ["already exists"]} if field else None)

@@ -7,6 +7,7 @@ from typing import Any
 from django.db import models, transaction
 
 from gateway import audit, config_version
+from gateway.actions import ensure_unique
 from gateway.audit import Actor
 from gateway.errors import BadRequest, Conflict
 from gateway.models import ModelAlias, ModelAliasRoute, Provider, ProviderKey
@@ -41,9 +42,8 @@ def _apply(obj: models.Model, data: dict[str, Any], fields: tuple[str, ...]) -> 
 
 def create_provider(actor: Actor, data: dict[str, Any]) -> Provider:
     with transaction.atomic():
-        if Provider.objects.filter(name=data["name"]).exists():
-            raise Conflict(f'A provider named "{data["name"]}" already exists',
-                           fields={"name": ["already exists"]})
+        ensure_unique(Provider.objects.filter(name=data["name"]),
+                      f'A provider named "{data["name"]}" already exists')
         provider = Provider(name=data["name"])
         _apply(provider, data, PROVIDER_FIELDS)
         _check_provider(provider)
@@ -60,9 +60,8 @@ def update_provider(actor: Actor, provider: Provider, data: dict[str, Any]) -> P
         provider = Provider.objects.select_for_update().get(pk=provider.pk)
         before = audit.snapshot(provider)
         if "name" in data and data["name"] != provider.name:
-            if Provider.objects.filter(name=data["name"]).exclude(pk=provider.pk).exists():
-                raise Conflict(f'A provider named "{data["name"]}" already exists',
-                               fields={"name": ["already exists"]})
+            ensure_unique(Provider.objects.filter(name=data["name"]),
+                          f'A provider named "{data["name"]}" already exists', exclude=provider.pk)
             provider.name = data["name"]
         _apply(provider, data, PROVIDER_FIELDS)
         _check_provider(provider)
@@ -96,12 +95,9 @@ def _provider_users(provider: Provider) -> list[str]:
 
 
 def _unique_key_name(provider: Provider, name: str, exclude: Any = None) -> None:
-    queryset = ProviderKey.objects.filter(provider=provider, name=name)
-    if exclude is not None:
-        queryset = queryset.exclude(pk=exclude)
-    if queryset.exists():
-        raise Conflict(f'Provider "{provider.name}" already has a key named "{name}"',
-                       fields={"name": ["already exists"]})
+    ensure_unique(ProviderKey.objects.filter(provider=provider, name=name),
+                  f'Provider "{provider.name}" already has a key named "{name}"',
+                  exclude=exclude)
 
 
 def create_key(actor: Actor, provider: Provider, data: dict[str, Any], *,
@@ -173,12 +169,9 @@ def delete_key(actor: Actor, key: ProviderKey) -> None:
 def save_alias(actor: Actor, alias: ModelAlias | None, data: dict[str, Any]) -> ModelAlias:
     with transaction.atomic():
         name = data.get("name", alias.name if alias else "")
-        clash = ModelAlias.objects.filter(name=name)
-        if alias is not None:
-            clash = clash.exclude(pk=alias.pk)
-        if clash.exists():
-            raise Conflict(f'A model alias named "{name}" already exists',
-                           fields={"name": ["already exists"]})
+        ensure_unique(ModelAlias.objects.filter(name=name),
+                      f'A model alias named "{name}" already exists',
+                      exclude=alias.pk if alias is not None else None)
         before = audit.snapshot(alias) if alias is not None else None
         if alias is None:
             alias = ModelAlias()

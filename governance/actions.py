@@ -12,7 +12,7 @@ from typing import Any
 from django.db import IntegrityError, models, transaction
 
 from gateway import audit, config_version
-from gateway.actions import lock_rows
+from gateway.actions import ensure_unique, lock_rows
 from gateway.audit import Actor
 from gateway.errors import BadRequest, Conflict
 from gateway.models import AuditAction, Provider
@@ -28,16 +28,16 @@ from governance.models import (
     VirtualKeyProviderConfig,
 )
 
-SCALAR_VK_FIELDS = ("name", "description", "is_active", "expires_at", "max_concurrent_requests")
+# On update, null keeps these fields (they cannot be empty) ...
+VK_REQUIRED_FIELDS = ("name", "description", "is_active")
+# ... and clears these.
+VK_NULLABLE_FIELDS = ("expires_at", "max_concurrent_requests")
 
 
 def _unique_name(model: type[models.Model], name: str, label: str, *,
-                 exclude: Any = None, field: str = "name") -> None:
-    queryset = model.objects.filter(**{field: name})
-    if exclude is not None:
-        queryset = queryset.exclude(pk=exclude)
-    if queryset.exists():
-        raise Conflict(f'{label} named "{name}" already exists', fields={field: ["already exists"]})
+                 exclude: Any = None) -> None:
+    ensure_unique(model.objects.filter(name=name), f'{label} named "{name}" already exists',
+                  exclude=exclude)
 
 
 def _require_name(value: str, field: str = "name") -> str:
@@ -166,9 +166,11 @@ def update_virtual_key(actor: Actor, key: VirtualKey, data: dict[str, Any]) -> V
     with transaction.atomic():
         key = VirtualKey.objects.select_for_update().get(pk=key.pk)
         before = audit.snapshot(key)
-        for field in SCALAR_VK_FIELDS:
-            if field in data and (data[field] is not None or field in (
-                    "expires_at", "max_concurrent_requests")):
+        for field in VK_REQUIRED_FIELDS:
+            if data.get(field) is not None:
+                setattr(key, field, data[field])
+        for field in VK_NULLABLE_FIELDS:
+            if field in data:
                 setattr(key, field, data[field])
         if "name" in data:
             _require_name(key.name)
@@ -290,12 +292,10 @@ def _reconcile_provider_configs(actor: Actor, key: VirtualKey,
 # --- model configs and provider governance ------------------------------------------------
 
 def _model_config_conflict(model_name: str, provider: Provider | None, exclude: Any = None) -> None:
-    queryset = ModelConfig.objects.filter(model_name=model_name, provider=provider)
-    if exclude is not None:
-        queryset = queryset.exclude(pk=exclude)
-    if queryset.exists():
-        where = f"with provider '{provider.name}'" if provider else "(global)"
-        raise Conflict(f"Model config for model '{model_name}' {where} already exists")
+    where = f"with provider '{provider.name}'" if provider else "(global)"
+    ensure_unique(ModelConfig.objects.filter(model_name=model_name, provider=provider),
+                  f"Model config for model '{model_name}' {where} already exists",
+                  exclude=exclude, field=None)
 
 
 def create_model_config(actor: Actor, data: dict[str, Any]) -> ModelConfig:

@@ -236,13 +236,11 @@ def select_weighted_target(targets: tuple[Target, ...], rng: random.Random) -> T
     return usable[-1]
 
 
-def build_variables(context: RoutingContext, provider: str, model: str,
-                    capacity: Capacity) -> dict[str, object]:
+def request_variables(context: RoutingContext) -> dict[str, object]:
+    """The CEL variables that stay the same at every chain step (names lower-cased once)."""
     key = context.key
     customer_id, customer_name = key.effective_customer if key else ("", "")
     return {
-        "model": model,
-        "provider": provider,
         "request_type": context.request_type,
         "headers": {name.lower(): value for name, value in context.headers.items()},
         "params": {name.lower(): value for name, value in context.query_params.items()},
@@ -252,6 +250,16 @@ def build_variables(context: RoutingContext, provider: str, model: str,
         "team_name": key.team_name if key else "",
         "customer_id": customer_id,
         "customer_name": customer_name,
+    }
+
+
+def step_variables(fixed: dict[str, object], provider: str, model: str,
+                   capacity: Capacity) -> dict[str, object]:
+    """``fixed`` plus what a chain step changes: the target and its capacity."""
+    return {
+        **fixed,
+        "model": model,
+        "provider": provider,
         "budget_used": float(capacity.budget_used),
         "tokens_used": float(capacity.tokens_used),
         "request": float(capacity.request),
@@ -280,6 +288,7 @@ class RoutingEngine:
             "Scope chain: [" + " ".join(f"{name}({scope_id})" if scope_id else name
                                         for name, scope_id in chain) + "]"
         ]
+        fixed = request_variables(context)
         step = 0
         while True:
             max_depth = self._max_depth()
@@ -292,7 +301,7 @@ class RoutingEngine:
                 log.append(f"Chain step {step}: re-evaluating with provider={provider}, "
                            f"model={model}")
             variables = self.engine.prepare(
-                build_variables(context, provider, model, context.capacity(provider, model)))
+                step_variables(fixed, provider, model, context.capacity(provider, model)))
             matched = self._first_match(chain, variables, provider, model, step,
                                         entries if trace else None, log)
             if matched is None:
