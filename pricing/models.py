@@ -10,6 +10,7 @@ from django.db.models import Q
 from gateway.models import Provider, ProviderKey, TimestampedModel
 from governance.models import VirtualKey
 from pricing.validators import validate_patch, validate_request_types
+from pricing.vocabulary import SCOPE_FIELDS
 
 
 class ScopeKind(models.TextChoices):
@@ -28,12 +29,7 @@ class MatchType(models.TextChoices):
 
 # Which scope ids each scope kind requires; the others must be empty.
 SCOPE_REQUIREMENTS: dict[str, frozenset[str]] = {
-    ScopeKind.GLOBAL: frozenset(),
-    ScopeKind.PROVIDER: frozenset({"provider"}),
-    ScopeKind.PROVIDER_KEY: frozenset({"provider_key"}),
-    ScopeKind.VIRTUAL_KEY: frozenset({"virtual_key"}),
-    ScopeKind.VIRTUAL_KEY_PROVIDER: frozenset({"virtual_key", "provider"}),
-    ScopeKind.VIRTUAL_KEY_PROVIDER_KEY: frozenset({"virtual_key", "provider", "provider_key"}),
+    ScopeKind(kind): frozenset(fields) for kind, fields in SCOPE_FIELDS.items()
 }
 
 

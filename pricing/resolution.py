@@ -39,6 +39,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pricing.catalog import Rates, TieredRate, model_name_candidates
+from pricing.vocabulary import SCOPE_FIELDS
 
 __all__ = (
     "PATCH_FIELD_SLOTS",
@@ -49,24 +50,8 @@ __all__ = (
     "base_request_type",
 )
 
-# Most specific first. Values equal pricing.models.ScopeKind's.
-SCOPE_PRECEDENCE: tuple[str, ...] = (
-    "virtual_key_provider_key",
-    "virtual_key_provider",
-    "virtual_key",
-    "provider_key",
-    "provider",
-    "global",
-)
-# Which request identifiers each scope compares, as in pricing.models.SCOPE_REQUIREMENTS.
-_SCOPE_FIELDS: Mapping[str, tuple[str, ...]] = {
-    "virtual_key_provider_key": ("virtual_key", "provider", "provider_key"),
-    "virtual_key_provider": ("virtual_key", "provider"),
-    "virtual_key": ("virtual_key",),
-    "provider_key": ("provider_key",),
-    "provider": ("provider",),
-    "global": (),
-}
+SCOPE_PRECEDENCE: tuple[str, ...] = tuple(SCOPE_FIELDS)  # most specific first
+_SCOPE_FIELDS = SCOPE_FIELDS
 EXACT = "exact"
 WILDCARD = "wildcard"
 _STREAM_SUFFIX = "_stream"
