@@ -30,6 +30,10 @@ DEFAULTS: dict[str, Any] = {
     "LEDGER_FAIL_MODE": "closed",
     "MAX_BODY_MB": 10,
     "CORS_ORIGINS": [],
+    # output tokens reserved when a request sets no max_tokens (budget estimates)
+    "DEFAULT_MAX_TOKENS": 4096,
+    # usage records older than this are deleted by the retention job; 0 keeps them forever
+    "USAGE_RETENTION_DAYS": 0,
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -43,6 +47,8 @@ MINIMUMS: dict[str, int] = {
     "PAGE_SIZE_DEFAULT": 1,
     "PAGE_SIZE_MAX": 1,
     "MAX_BODY_MB": 1,
+    "DEFAULT_MAX_TOKENS": 1,
+    "USAGE_RETENTION_DAYS": 0,
 }
 
 

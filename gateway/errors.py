@@ -75,3 +75,123 @@ class ServiceUnavailable(GatewayError):
     code = "service_unavailable"
     type = "api_error"
     message = "Service unavailable"
+
+
+# -- inference: governance decisions (DESIGN.md section 8; spec model-provider-governance 1.8)
+
+
+class VirtualKeyRequired(GatewayError):
+    status_code = 401
+    code = "virtual_key_required"
+    type = "authentication_error"
+    message = "A virtual key is required: send it as 'Authorization: Bearer sk-gw-...'"
+
+
+class VirtualKeyNotFound(GatewayError):
+    status_code = 401
+    code = "virtual_key_not_found"
+    type = "authentication_error"
+    message = "Virtual key not found"
+
+
+class VirtualKeyBlocked(GatewayError):
+    status_code = 403
+    code = "virtual_key_blocked"
+    type = "permission_error"
+    message = "Virtual key is inactive"
+
+
+class ProviderBlocked(GatewayError):
+    status_code = 403
+    code = "provider_blocked"
+    type = "permission_error"
+    message = "Provider is not allowed for this virtual key"
+
+
+class ModelBlocked(GatewayError):
+    status_code = 403
+    code = "model_blocked"
+    type = "permission_error"
+    message = "Model is not allowed for this virtual key"
+
+
+class LimitExceeded(GatewayError):
+    """A budget or rate limit denied the request; ``retry_after_seconds`` feeds the header."""
+
+    def __init__(self, message: str | None = None, *, retry_after_seconds: float = 0.0,
+                 fields: dict[str, list[str]] | None = None):
+        super().__init__(message, fields=fields)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class BudgetExceeded(LimitExceeded):
+    status_code = 402
+    code = "budget_exceeded"
+    type = "insufficient_quota"
+    message = "Budget exceeded"
+
+
+class RequestLimited(LimitExceeded):
+    status_code = 429
+    code = "request_limited"
+    type = "rate_limit_error"
+    message = "Request limit exceeded"
+
+
+class TokenLimited(RequestLimited):
+    code = "token_limited"
+    message = "Token limit exceeded"
+
+
+class RateLimited(RequestLimited):
+    code = "rate_limited"
+    message = "Token and request limits exceeded"
+
+
+class ConcurrencyLimited(RequestLimited):
+    code = "concurrency_limited"
+    message = "Too many concurrent requests"
+
+
+class GovernanceUnavailable(GatewayError):
+    status_code = 503
+    code = "governance_unavailable"
+    type = "api_error"
+    message = "Usage limits cannot be checked right now; try again shortly"
+
+
+# -- inference: resolution and upstream
+
+
+class ModelNotFound(GatewayError):
+    status_code = 404
+    code = "model_not_found"
+    type = "invalid_request_error"
+    message = "Model not found"
+
+
+class NoProviderAvailable(GatewayError):
+    status_code = 503
+    code = "no_provider_available"
+    type = "api_error"
+    message = "No provider key is available for this model"
+
+
+class UpstreamError(GatewayError):
+    status_code = 502
+    code = "upstream_error"
+    type = "api_error"
+    message = "The provider could not be reached or returned an invalid response"
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504
+    code = "upstream_timeout"
+    message = "The provider did not answer in time"
+
+
+class MethodNotAllowed(GatewayError):
+    status_code = 405
+    code = "method_not_allowed"
+    type = "invalid_request_error"
+    message = "Method not allowed"

@@ -159,7 +159,13 @@ CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "flush-usage": {"task": "governance.flush_usage", "schedule": 2.0},
+    "record-resets": {"task": "governance.record_resets", "schedule": 10.0},
+    "rollup-usage": {"task": "governance.rollup_usage", "schedule": 60.0},
+}
+# Redis keys of the ledger share this hash-tagged prefix (one cluster slot).
+LEDGER_KEY_PREFIX = os.environ.get("GATEWAY_LEDGER_KEY_PREFIX", "ledger")
 
 LOGGING = {
     "version": 1,
@@ -182,6 +188,8 @@ for _name in (
     "GATEWAY_CORS_ORIGINS",
     "GATEWAY_PAGE_SIZE_DEFAULT",
     "GATEWAY_PAGE_SIZE_MAX",
+    "GATEWAY_DEFAULT_MAX_TOKENS",
+    "GATEWAY_USAGE_RETENTION_DAYS",
 ):
     if _name in os.environ:
         globals()[_name] = os.environ[_name]

@@ -9,8 +9,9 @@ here: limits are :class:`~governance.ledger.Limit` descriptions the ledger count
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from types import MappingProxyType
@@ -18,7 +19,7 @@ from types import MappingProxyType
 from django.db.models import Prefetch
 
 from gateway.conf import gateway_settings
-from gateway.models import Provider, ProviderKey
+from gateway.models import ModelAlias, ModelAliasRoute, Provider, ProviderKey
 from governance.durations import parse_duration
 from governance.ledger import Limit, Metric, Window
 from governance.models import (
@@ -46,13 +47,19 @@ def _timestamp(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
 
 
+def window_anchor(last_reset: datetime) -> float:
+    """A rolling window's lattice anchor: whole seconds, so that ``record_resets`` moving
+    ``last_reset`` along the lattice yields exactly the same window keys."""
+    return float(math.floor(last_reset.timestamp()))
+
+
 def budget_limit(budget: Budget, owner_label: str) -> Limit:
     return Limit(
         id=f"budget:{budget.id}",
         metric=Metric.COST,
         maximum=to_nanos(budget.max_limit),
         window=Window(parse_duration(budget.reset_duration), budget.calendar_aligned,
-                      budget.last_reset.timestamp(), _timestamp(budget.usage_reset_at)),
+                      window_anchor(budget.last_reset), _timestamp(budget.usage_reset_at)),
         owner_label=f"{owner_label} budget {budget.reset_duration}",
     )
 
@@ -69,7 +76,7 @@ def rate_limits(limit: RateLimit, owner_label: str) -> tuple[Limit, ...]:
             id=f"rate:{limit.id}:{metric.value}",
             metric=metric,
             maximum=maximum,
-            window=Window(parse_duration(duration), False, last_reset.timestamp(),
+            window=Window(parse_duration(duration), False, window_anchor(last_reset),
                           _timestamp(limit.usage_reset_at)),
             owner_label=f"{owner_label} {window_name} limit {duration}",
         ))
@@ -147,6 +154,21 @@ class KeyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AliasRoute:
+    provider: str
+    model: str
+    weight: float
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class AliasRecord:
+    name: str
+    strategy: str
+    routes: tuple[AliasRoute, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     version: int
     built_at: float
@@ -155,6 +177,7 @@ class Snapshot:
     model_limits: Mapping[tuple[str, str | None], tuple[Limit, ...]]
     routing: RoutingTable
     pricer: Pricer
+    aliases: Mapping[str, AliasRecord] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def _limit_prefetches(prefix: str = "") -> list[Prefetch]:
@@ -259,6 +282,15 @@ def build_snapshot(version: int, *, built_at: float) -> Snapshot:
         }),
         routing=RoutingTable.build(rule_records(), engine=engine),
         pricer=load_pricer(),
+        aliases=MappingProxyType({
+            alias.name: AliasRecord(
+                name=alias.name, strategy=alias.strategy,
+                routes=tuple(AliasRoute(route.provider.name, route.model, route.weight,
+                                        route.priority) for route in alias.routes.all()))
+            for alias in ModelAlias.objects.filter(is_enabled=True).prefetch_related(
+                Prefetch("routes", queryset=ModelAliasRoute.objects.select_related("provider")
+                         .order_by("priority", "id")))
+        }),
     )
 
 

@@ -329,8 +329,10 @@ class Pricer:
         provider_key_id: Any = None,
         *,
         at: datetime | None = None,
+        count_unpriced: bool = True,
     ) -> CostBreakdown:
-        """The cost of ``usage`` for a request; unpriced requests cost 0 and are counted."""
+        """The cost of ``usage`` for a request; unpriced requests cost 0 and are counted
+        (unless ``count_unpriced`` is false: estimates before the request)."""
         cache = self._cache
         if virtual_key_id is None and provider_key_id is None:
             resolved = cache.get((provider, model, request_type, None, None))
@@ -344,7 +346,8 @@ class Pricer:
         if resolved.conditional:
             rates = resolved.rates_at(at if at is not None else self._clock())
         if rates is None:
-            self.unpriced.increment(provider, model)
+            if count_unpriced:
+                self.unpriced.increment(provider, model)
             return _unpriced_breakdown(resolved)
         return _breakdown(usage, rates, resolved)
 

@@ -1,9 +1,11 @@
 from django.urls import path
 
 from governance.api import views
+from governance.api.quota import VirtualKeyQuotaView
 
 urlpatterns = [
     path("virtual-keys", views.VirtualKeyListView.as_view()),
+    path("virtual-keys/quota", VirtualKeyQuotaView.as_view()),
     path("virtual-keys/<str:vk_id>/rotate", views.VirtualKeyRotateView.as_view()),
     path("virtual-keys/<str:vk_id>", views.VirtualKeyDetailView.as_view()),
     path("teams", views.TeamListView.as_view()),

@@ -87,11 +87,15 @@ class Admitted:
 
 @dataclass(frozen=True)
 class Denied:
+    """The first violated limit, plus every violated limit with its usage in ``violations``
+    (so a caller can tell "tokens and requests both exceeded" from one of them)."""
+
     limit: Limit
     used: int
     maximum: int
     retry_after_seconds: float
     reason: str
+    violations: tuple[tuple[Limit, int], ...] = ()
     outcome: ClassVar[Outcome] = Outcome.DENIED
 
     def __bool__(self) -> bool:
@@ -117,22 +121,28 @@ def exceeds(metric: Metric, used: int, maximum: int) -> bool:
     return used >= maximum
 
 
-def denial(limit: Limit, used: int, now: float) -> Denied:
+def retry_after_seconds(limit: Limit, now: float) -> float:
+    """Seconds until ``limit`` can admit again at the earliest (its window's end)."""
     if limit.window is None:
-        retry_after = CONCURRENCY_RETRY_AFTER_SECONDS
-    else:
-        retry_after = max(window_bounds(limit.window, now)[1] - now, 0.0)
+        return CONCURRENCY_RETRY_AFTER_SECONDS
+    return max(window_bounds(limit.window, now)[1] - now, 0.0)
+
+
+def denial(violations: Sequence[tuple[Limit, int]], now: float) -> Denied:
+    """A :class:`Denied` for the violated ``(limit, used)`` pairs, first one leading."""
+    limit, used = violations[0]
     label = limit.owner_label or limit.id
     return Denied(
         limit=limit,
         used=used,
         maximum=limit.maximum,
-        retry_after_seconds=retry_after,
+        retry_after_seconds=max(retry_after_seconds(lim, now) for lim, _ in violations),
         reason=f"{label}: {limit.metric.value} {used} of {limit.maximum}",
+        violations=tuple(violations),
     )
 
 
-_WRAPPED = ("admit", "settle", "release", "usage", "reset")
+_WRAPPED = ("admit", "settle", "release", "usage", "usage_many", "set_usage", "reset")
 
 
 def _wrap_errors(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -183,6 +193,16 @@ class Ledger(ABC):
     @abstractmethod
     async def usage(self, limit: Limit, now: float | None = None) -> int:
         """Counted amount in the window containing ``now``, reservations in flight included."""
+
+    async def usage_many(self, limits: Sequence[Limit],
+                         now: float | None = None) -> dict[str, int]:
+        """:meth:`usage` of several limits at once (backends batch it)."""
+        return {limit.id: await self.usage(limit, now) for limit in limits}
+
+    @abstractmethod
+    async def set_usage(self, limit: Limit, amount: int, now: float | None = None) -> None:
+        """Overwrite the counter of the window containing ``now`` (``SET``, not ``INCRBY``):
+        how ``rebuild_counters`` restores derived counters from usage records."""
 
     @abstractmethod
     async def reset(self, limit: Limit) -> None:

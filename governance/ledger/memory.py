@@ -96,10 +96,13 @@ class MemoryLedger(Ledger):
             if request_id in self._records:
                 return Admitted()  # a repeated admit never reserves twice
             keys = [self._key(limit, now) for limit in limits]
+            violations = []
             for limit, (key, _expires_at) in zip(limits, keys, strict=True):
                 used = self._used(limit.metric, key, now)
                 if exceeds(limit.metric, used, limit.maximum):
-                    return denial(limit, used, now)
+                    violations.append((limit, used))
+            if violations:
+                return denial(violations, now)
             entries = []
             used_after = {}
             record_expires_at = now + self.lease_seconds
@@ -147,6 +150,15 @@ class MemoryLedger(Ledger):
             if self._expiry.get(key, now + 1) <= now:
                 return 0
             return self._counters.get(key, 0)
+
+    async def set_usage(self, limit: Limit, amount: int, now: float | None = None) -> None:
+        if limit.metric is Metric.CONCURRENT:
+            raise ValueError("concurrency slots are leases, not counters")
+        with self._lock:
+            now = self.clock() if now is None else now
+            key, expires_at = self._key(limit, now)
+            self._counters[key] = max(int(amount), 0)
+            self._expiry[key] = max(self._expiry.get(key, 0.0), expires_at)
 
     async def reset(self, limit: Limit) -> None:
         with self._lock:

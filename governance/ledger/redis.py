@@ -87,7 +87,9 @@ class RedisLedger(Ledger):
         args[2] = max(int(record_ttl * 1000), 1)
         result = await self._admit_script(keys=keys, args=args, client=self.client)
         if result[0] == 0:
-            return denial(limits[int(result[1]) - 1], int(result[2]), now)
+            pairs = result[1:]
+            return denial([(limits[int(pairs[i]) - 1], int(pairs[i + 1]))
+                           for i in range(0, len(pairs), 2)], now)
         if result[0] == 2:
             return Admitted()
         return Admitted({limit.id: int(used) for limit, used in zip(limits, result[1:],
@@ -111,6 +113,26 @@ class RedisLedger(Ledger):
             return int(await self.client.zcount(key, f"({now!r}", "+inf"))
         value = await self.client.get(key)
         return int(value) if value is not None else 0
+
+    async def usage_many(self, limits: Sequence[Limit],
+                         now: float | None = None) -> dict[str, int]:
+        now = self.clock() if now is None else now
+        async with self.client.pipeline(transaction=False) as pipe:
+            for limit in limits:
+                key, _ttl = self._key(limit, now)
+                if limit.metric is Metric.CONCURRENT:
+                    pipe.zcount(key, f"({now!r}", "+inf")
+                else:
+                    pipe.get(key)
+            values = await pipe.execute()
+        return {limit.id: int(value or 0) for limit, value in zip(limits, values, strict=True)}
+
+    async def set_usage(self, limit: Limit, amount: int, now: float | None = None) -> None:
+        if limit.metric is Metric.CONCURRENT:
+            raise ValueError("concurrency slots are leases, not counters")
+        now = self.clock() if now is None else now
+        key, ttl = self._key(limit, now)
+        await self.client.set(key, max(int(amount), 0), px=max(int(ttl * 1000), 1))
 
     async def reset(self, limit: Limit) -> None:
         key, _ttl = self._key(limit, self.clock())

@@ -170,6 +170,38 @@ async def test_all_or_nothing(ledger: Ledger) -> None:
     assert await ledger.usage(budget) == 0
 
 
+async def test_denial_lists_every_violated_limit(ledger: Ledger) -> None:
+    tokens, rate, roomy = tokens_limit(10), requests_limit(1), requests_limit(100, name="roomy")
+    assert await ledger.admit("a", [tokens, rate], Reservation(tokens=10))
+    denied = await ledger.admit("b", [roomy, tokens, rate], Reservation(tokens=1))
+    assert isinstance(denied, Denied) and denied.limit == tokens
+    assert denied.violations == ((tokens, 10), (rate, 1))
+    assert await ledger.usage(roomy) == 0
+
+
+async def test_set_usage_overwrites_the_current_window(ledger: Ledger, clock: FakeClock) -> None:
+    budget, rate = cost_limit(1_000), requests_limit(10)
+    assert await ledger.admit("a", [budget, rate], Reservation(cost_nanos=100))
+    await ledger.set_usage(budget, 999)
+    await ledger.set_usage(budget, 999)  # idempotent: SET, not INCRBY
+    await ledger.set_usage(rate, 4)
+    assert await ledger.usage_many([budget, rate]) == {budget.id: 999, rate.id: 4}
+    assert await ledger.admit("b", [budget], Reservation(cost_nanos=5))
+    assert not await ledger.admit("c", [budget], Reservation(cost_nanos=5))
+    clock.advance(60)
+    assert await ledger.usage(rate) == 0
+    with pytest.raises(ValueError, match="leases"):
+        await ledger.set_usage(concurrent_limit(1), 1)
+
+
+async def test_usage_many_counts_live_leases(ledger: Ledger) -> None:
+    slots, rate = concurrent_limit(3), requests_limit(10)
+    assert await ledger.admit("a", [slots, rate], Reservation())
+    assert await ledger.admit("b", [slots, rate], Reservation())
+    await ledger.settle("a", Usage())
+    assert await ledger.usage_many([slots, rate]) == {slots.id: 1, rate.id: 2}
+
+
 async def test_settle_replaces_reservation_and_keeps_request_counted(ledger: Ledger) -> None:
     budget, tokens, rate, slots = cost_limit(10_000), tokens_limit(500), requests_limit(5), \
         concurrent_limit(1)

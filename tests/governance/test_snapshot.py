@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from decimal import Decimal
 
 import pytest
@@ -107,7 +108,7 @@ def test_limits_keep_their_window_anchor_and_reset_marker(world):
     type(budget).objects.filter(pk=budget.pk).update(usage_reset_at=marker)
     record = build_snapshot(1, built_at=1.0).keys_by_hash[digest(world["secret"])]
     limit = next(limit for limit in record.limits if limit.metric is Metric.COST)
-    assert limit.window.anchor == budget.last_reset.timestamp()
+    assert limit.window.anchor == math.floor(budget.last_reset.timestamp())  # whole seconds
     assert limit.window.reset_marker == marker.timestamp()
 
 

@@ -1,7 +1,8 @@
 -- Check every limit, then reserve on all of them, or on none.
 -- KEYS[1]: the request record; KEYS[2..]: one counter (or lease set) per limit.
 -- ARGV: now, request_id, record_ttl_ms, then per limit: metric, maximum, amount, ttl_ms.
--- Returns {1, used...} admitted, {0, index, used} denied, {2} already admitted.
+-- Returns {1, used...} admitted, {0, index, used, index, used...} denied (every violated
+-- limit), {2} already admitted.
 -- `now` comes from the caller's clock (never TIME), so tests control time.
 local now = tonumber(ARGV[1])
 local request_id = ARGV[2]
@@ -10,6 +11,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 local count = #KEYS - 1
 local used = {}
+local violations = {0}
 for i = 1, count do
   local base = 3 + (i - 1) * 4
   local metric = ARGV[base + 1]
@@ -29,9 +31,13 @@ for i = 1, count do
     over = value >= maximum
   end
   if over then
-    return {0, i, value}
+    violations[#violations + 1] = i
+    violations[#violations + 1] = value
   end
   used[i] = value
+end
+if #violations > 1 then
+  return violations
 end
 local entries = {}
 local result = {1}

@@ -1,0 +1,347 @@
+"""The governance evaluator (pure: no Django, no ORM): who is calling, may they use this
+provider and model, and do every applicable limit admit one more request.
+
+Order (spec model-provider-governance 1.2, bifrost-reference 1.4): identity first, so a
+revoked key on an over-budget team gets 403, not 402.
+
+1. No key → 401 ``virtual_key_required`` (unless keys are optional); unknown → 401
+   ``virtual_key_not_found``.
+2. Inactive or expired → 403 ``virtual_key_blocked``; provider not in the key's provider
+   configs → 403 ``provider_blocked``; model not allowed there → 403 ``model_blocked``.
+   A key with no provider configs may use nothing (deny by default, as upstream Bifrost).
+3. Every applicable limit (provider, model configs for this provider and for any provider,
+   the key's provider config, the key, its team, its customer), de-duplicated, goes to the
+   ledger in one ``admit``.
+4. A denial becomes 429 ``request_limited`` / ``token_limited`` / ``rate_limited`` (both) /
+   ``concurrency_limited`` or 402 ``budget_exceeded``, with ``retry-after`` and a message
+   naming owner, window and usage, e.g. ``team "research" budget 1d: $50.02 of $50.00``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from gateway.errors import (
+    BudgetExceeded,
+    ConcurrencyLimited,
+    GovernanceUnavailable,
+    LimitExceeded,
+    ModelBlocked,
+    ProviderBlocked,
+    RateLimited,
+    RequestLimited,
+    TokenLimited,
+    VirtualKeyBlocked,
+    VirtualKeyNotFound,
+    VirtualKeyRequired,
+)
+from gateway.secrets import digest
+from governance.ledger import (
+    Admitted,
+    Denied,
+    Ledger,
+    LedgerUnavailable,
+    Limit,
+    Metric,
+    Reservation,
+    Usage,
+)
+from governance.ledger.base import retry_after_seconds
+from governance.ledger.windows import window_bounds
+from pricing.cost import Pricer
+from pricing.cost import Usage as TokenUsage
+from routing.engine import Capacity
+
+logger = logging.getLogger(__name__)
+
+NANOS_PER_DOLLAR = Decimal(1_000_000_000)
+# Headers that may carry a virtual key, in the order they are looked at.
+KEY_HEADERS = ("x-bf-vk", "authorization", "x-api-key", "api-key", "x-goog-api-key")
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The virtual key a client sent (``headers`` has lower-case names), or None."""
+    for name in KEY_HEADERS:
+        value = headers.get(name)
+        if not value:
+            continue
+        if name == "authorization":
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() != "bearer":
+                continue
+            value = token
+        value = value.strip()
+        if value:
+            return value
+    return None
+
+
+def format_dollars(nanos: int) -> str:
+    """``$50.02`` for amounts of a cent or more, up to nine decimals below that."""
+    dollars = Decimal(nanos) / NANOS_PER_DOLLAR
+    if abs(dollars) >= 1 or dollars == dollars.quantize(Decimal("0.01")):
+        return f"${dollars:.2f}"
+    text = f"{dollars:.9f}".rstrip("0")
+    return f"${text}"
+
+
+def format_amount(metric: Metric, amount: int) -> str:
+    if metric is Metric.COST:
+        return format_dollars(amount)
+    if metric is Metric.TOKENS:
+        return f"{amount} tokens"
+    if metric is Metric.CONCURRENT:
+        return f"{amount} requests in flight"
+    return f"{amount} requests"
+
+
+def describe(limit: Limit, used: int) -> str:
+    """``team "research" budget 1d: $50.02 of $50.00``."""
+    label = limit.owner_label or limit.id
+    maximum = format_amount(limit.metric, limit.maximum)
+    used_text = format_amount(limit.metric, used).split(" ", 1)[0]
+    return f"{label}: {used_text} of {maximum}"
+
+
+def denial_error(denied: Denied) -> LimitExceeded:
+    """The HTTP error for a ledger denial. Rate limits win over budgets (checked first in
+    Bifrost); token and request limits both violated give ``rate_limited``."""
+    violations = denied.violations or ((denied.limit, denied.used),)
+    metrics = {limit.metric for limit, _used in violations}
+    message = "; ".join(describe(limit, used) for limit, used in violations)
+    retry_after = denied.retry_after_seconds
+    if Metric.TOKENS in metrics and Metric.REQUESTS in metrics:
+        error: type[LimitExceeded] = RateLimited
+    elif Metric.TOKENS in metrics:
+        error = TokenLimited
+    elif Metric.REQUESTS in metrics:
+        error = RequestLimited
+    elif Metric.CONCURRENT in metrics:
+        error = ConcurrencyLimited
+    else:
+        error = BudgetExceeded
+    return error(message, retry_after_seconds=retry_after)
+
+
+def _dedupe(groups: Iterable[Iterable[Limit]]) -> tuple[Limit, ...]:
+    seen: set[str] = set()
+    limits = []
+    for group in groups:
+        for limit in group:
+            if limit.id not in seen:
+                seen.add(limit.id)
+                limits.append(limit)
+    return tuple(limits)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """An admitted request: what to settle, and whether the ledger was bypassed (fail open)."""
+
+    request_id: str
+    limits: tuple[Limit, ...]
+    used: Mapping[str, int]
+    bypassed: bool = False
+
+
+class Governor:
+    """Evaluates requests against one snapshot at a time and one ledger.
+
+    ``snapshot`` objects are duck-typed (``governance.snapshot.Snapshot``): ``keys_by_hash``,
+    ``providers`` (each with ``limits``), ``model_limits`` and ``pricer``.
+    """
+
+    def __init__(self, ledger: Ledger, *, require_virtual_key: bool = True,
+                 fail_open: bool = False, default_max_tokens: int = 4096,
+                 clock: Callable[[], float] | None = None) -> None:
+        self.ledger = ledger
+        self.require_virtual_key = require_virtual_key
+        self.fail_open = fail_open
+        self.default_max_tokens = default_max_tokens
+        self.clock = clock or ledger.clock
+        self.usage_view = UsageView()
+
+    # -- identity and access -------------------------------------------------------------
+
+    def authenticate(self, snapshot: object, secret: str | None):  # type: ignore[no-untyped-def]
+        """The key record for ``secret``, None when keys are optional and none was sent."""
+        if not secret:
+            if self.require_virtual_key:
+                raise VirtualKeyRequired()
+            return None
+        key = snapshot.keys_by_hash.get(digest(secret))  # type: ignore[attr-defined]
+        if key is None:
+            raise VirtualKeyNotFound()
+        if not key.is_active:
+            raise VirtualKeyBlocked(f'Virtual key "{key.name}" is inactive')
+        if key.expires_at is not None and key.expires_at <= self.clock():
+            raise VirtualKeyBlocked(f'Virtual key "{key.name}" has expired')
+        return key
+
+    @staticmethod
+    def authorize(key: object | None, provider: str, model: str):  # type: ignore[no-untyped-def]
+        """The key's provider config for ``provider`` (None without a key), or 403."""
+        if key is None:
+            return None
+        config = key.provider_configs.get(provider)  # type: ignore[attr-defined]
+        if config is None:
+            raise ProviderBlocked(f"Provider '{provider}' is not allowed for this virtual key")
+        if model and not config.allows_model(model):
+            raise ModelBlocked(f"Model '{model}' is not allowed for this virtual key "
+                               f"on provider '{provider}'")
+        return config
+
+    @staticmethod
+    def limits_for(snapshot: object, key: object | None, provider: str,
+                   model: str) -> tuple[Limit, ...]:
+        """Every limit that applies to a request, each once, outermost first."""
+        groups: list[Iterable[Limit]] = []
+        provider_record = snapshot.providers.get(provider)  # type: ignore[attr-defined]
+        if provider_record is not None:
+            groups.append(provider_record.limits)
+        model_limits = snapshot.model_limits  # type: ignore[attr-defined]
+        groups.append(model_limits.get((model, provider), ()))
+        groups.append(model_limits.get((model, None), ()))
+        if key is not None:
+            config = key.provider_configs.get(provider)  # type: ignore[attr-defined]
+            if config is not None:
+                groups.append(config.limits)
+            groups += [key.limits, key.team_limits, key.customer_limits]  # type: ignore[attr-defined]
+        return _dedupe(groups)
+
+    # -- estimates --------------------------------------------------------------------------
+
+    def reservation(self, pricer: Pricer, *, provider: str, model: str, request_type: str,
+                    prompt_tokens: int, max_output_tokens: int | None,
+                    virtual_key_id: str | None = None) -> Reservation:
+        """What to reserve before the call: the prompt plus ``max_tokens`` (or the default)
+        at catalog prices, so concurrent requests cannot all take the last dollar."""
+        output_tokens = max_output_tokens if max_output_tokens is not None \
+            else self.default_max_tokens
+        output_tokens = max(output_tokens, 0)
+        quote = pricer.quote(TokenUsage(input_tokens=prompt_tokens, output_tokens=output_tokens),
+                             provider, model, request_type, virtual_key_id,
+                             count_unpriced=False)
+        return Reservation(cost_nanos=quote.total_nanos, tokens=prompt_tokens + output_tokens)
+
+    # -- ledger -----------------------------------------------------------------------------
+
+    async def admit(self, request_id: str, limits: Sequence[Limit],
+                    reservation: Reservation) -> Admission:
+        """Reserve on every limit at once, or raise the denial (or 503 when closed)."""
+        if not limits:
+            return Admission(request_id, (), {})
+        try:
+            result = await self.ledger.admit(request_id, limits, reservation)
+        except LedgerUnavailable as exc:
+            if self.fail_open:
+                logger.warning("ledger unavailable, admitting %s without limits (fail open): %s",
+                               request_id, exc)
+                return Admission(request_id, tuple(limits), {}, bypassed=True)
+            logger.error("ledger unavailable, refusing %s (fail closed): %s", request_id, exc)
+            raise GovernanceUnavailable() from exc
+        if isinstance(result, Denied):
+            raise denial_error(result)
+        assert isinstance(result, Admitted)
+        self.usage_view.observe(limits, result.used)
+        return Admission(request_id, tuple(limits), result.used)
+
+    async def settle(self, admission: Admission, actual: Usage) -> bool:
+        """Settle; False (logged) when the ledger is down: the usage record still carries
+        the usage and ``rebuild_counters`` restores the counters from it."""
+        if not admission.limits or admission.bypassed:
+            return True
+        try:
+            await self.ledger.settle(admission.request_id, actual)
+        except LedgerUnavailable as exc:
+            logger.error("could not settle %s: %s", admission.request_id, exc)
+            return False
+        return True
+
+    async def release(self, admission: Admission) -> None:
+        if not admission.limits or admission.bypassed:
+            return
+        try:
+            await self.ledger.release(admission.request_id)
+        except LedgerUnavailable as exc:
+            logger.error("could not release %s (its lease expires on its own): %s",
+                         admission.request_id, exc)
+
+    # -- the capacity view routing rules read --------------------------------------------
+
+    def capacity(self, snapshot: object, key: object | None) -> Callable[[str, str], Capacity]:
+        """``capacity(provider, model)`` for CEL's ``budget_used``, ``tokens_used`` and
+        ``request``: percentages of the tightest limit of each metric, from the usage this
+        worker last saw in the ledger (at most one refresh interval old)."""
+        view = self.usage_view
+
+        def capacity(provider: str, model: str) -> Capacity:
+            return view.capacity(self.limits_for(snapshot, key, provider, model))
+
+        return capacity
+
+    def rate_limit_headers(self, admission: Admission) -> list[tuple[str, str]]:
+        """OpenAI's ``x-ratelimit-*`` headers for the tightest request and token limits."""
+        headers: list[tuple[str, str]] = []
+        now = self.clock()
+        for metric, suffix in ((Metric.REQUESTS, "requests"), (Metric.TOKENS, "tokens")):
+            tightest: tuple[int, Limit] | None = None
+            for limit in admission.limits:
+                if limit.metric is not metric or limit.id not in admission.used:
+                    continue
+                remaining = limit.maximum - admission.used[limit.id]
+                if tightest is None or remaining < tightest[0]:
+                    tightest = (remaining, limit)
+            if tightest is None:
+                continue
+            remaining, limit = tightest
+            reset_s = math.ceil(retry_after_seconds(limit, now))
+            headers += [(f"x-ratelimit-limit-{suffix}", str(limit.maximum)),
+                        (f"x-ratelimit-remaining-{suffix}", str(max(remaining, 0))),
+                        (f"x-ratelimit-reset-{suffix}", f"{reset_s}s")]
+        return headers
+
+
+class UsageView:
+    """Last usage seen per limit (from admits and periodic refreshes); read by routing's
+    capacity variables. Approximate by design: it never blocks a request on the ledger."""
+
+    def __init__(self) -> None:
+        self._used: dict[str, int] = {}
+
+    def observe(self, limits: Sequence[Limit], used: Mapping[str, int]) -> None:
+        for limit in limits:
+            value = used.get(limit.id)
+            if value is not None:
+                self._used[limit.id] = value
+
+    def replace(self, used: Mapping[str, int]) -> None:
+        self._used = dict(used)
+
+    def get(self, limit_id: str) -> int:
+        return self._used.get(limit_id, 0)
+
+    def capacity(self, limits: Iterable[Limit]) -> Capacity:
+        budget = tokens = requests = 0.0
+        for limit in limits:
+            if limit.maximum <= 0:
+                continue
+            percent = 100.0 * self._used.get(limit.id, 0) / limit.maximum
+            if limit.metric is Metric.COST:
+                budget = max(budget, percent)
+            elif limit.metric is Metric.TOKENS:
+                tokens = max(tokens, percent)
+            elif limit.metric is Metric.REQUESTS:
+                requests = max(requests, percent)
+        return Capacity(budget_used=budget, tokens_used=tokens, request=requests)
+
+
+def window_reset_at(limit: Limit, now: float) -> float | None:
+    """When the window of ``limit`` containing ``now`` ends (None for concurrency)."""
+    if limit.window is None:
+        return None
+    return window_bounds(limit.window, now)[1]

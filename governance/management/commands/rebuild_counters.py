@@ -1,0 +1,39 @@
+"""``manage.py rebuild_counters``: recompute ledger counters from usage records.
+
+Counters are derived data (DESIGN.md section 5): after Redis lost its data, or to repair
+drift, this sets every budget's and rate limit's current-window counter to the sum of the
+usage records in that window (honouring reset markers). It uses ``SET``, so running it
+twice gives the same result. Requests in flight while it runs are re-counted when they
+settle. In the embedded mode the gateway does this by itself at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from governance.ledger import ledger_from_url
+from governance.tasks import rebuild_counters
+
+
+class Command(BaseCommand):
+    help = "Recompute budget and rate-limit counters in the ledger from usage records."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.REDIS_URL:
+            raise CommandError(
+                "REDIS_URL is not set: in the embedded mode counters live in the gateway "
+                "process, which rebuilds them from usage records every time it starts.")
+
+        async def run() -> int:
+            ledger = ledger_from_url(settings.REDIS_URL, key_prefix=settings.LEDGER_KEY_PREFIX)
+            try:
+                return await rebuild_counters(ledger)
+            finally:
+                await ledger.client.aclose()  # type: ignore[attr-defined]
+
+        count = asyncio.run(run())
+        self.stdout.write(f"Rebuilt {count} counters from usage records.")

@@ -1,0 +1,200 @@
+"""One governance runtime per worker process: the current snapshot, the ledger, the usage
+sink, and the background loops that keep them fresh (DESIGN.md sections 4-7).
+
+Created and started by the ASGI lifespan (``gateway/asgi.py``); the data plane reads
+``runtime.snapshot`` (an attribute read, never blocking) and calls ``runtime.governor``.
+
+- Snapshot: the config version is polled at most every ``GATEWAY_CONFIG_POLL_MS``; a changed
+  version triggers a rebuild in a worker thread, then an atomic attribute swap. Requests
+  keep using the old snapshot until then.
+- Embedded mode (no ``REDIS_URL``): memory ledger and sink. At start, counters are rebuilt
+  from usage records (the memory ledger starts empty after a restart); ``flush_usage``,
+  ``record_resets`` and ``rollup_usage`` run on in-process timers, and once more at shutdown,
+  after the server has drained in-flight requests: a clean stop loses no usage.
+- Production: Redis ledger, Redis Stream sink; Celery beat runs the jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+
+from gateway import config_version
+from gateway.conf import gateway_settings
+from governance.engine import Governor
+from governance.ledger import Ledger, MemoryLedger, ledger_from_url
+from governance.sink import MemorySink, RedisStreamSink
+from governance.snapshot import Snapshot, build_snapshot, iter_limits
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 2.0
+RESETS_INTERVAL_S = 10.0
+ROLLUP_INTERVAL_S = 60.0
+USAGE_VIEW_INTERVAL_S = 1.0
+
+_embedded: GovernanceRuntime | None = None
+
+
+def embedded_runtime() -> GovernanceRuntime | None:
+    """The started runtime of this process in the embedded mode (for jobs and the quota API)."""
+    return _embedded
+
+
+def _build_snapshot(version: int) -> Snapshot:
+    try:
+        return build_snapshot(version, built_at=time.time())
+    finally:
+        close_old_connections()
+
+
+class GovernanceRuntime:
+    def __init__(self, *, ledger: Ledger, sink: Any, embedded: bool,
+                 redis_client: Any = None, poll_ms: int | None = None) -> None:
+        self.ledger = ledger
+        self.sink = sink
+        self.embedded = embedded
+        self.redis = redis_client
+        self.poll_s = (poll_ms if poll_ms is not None else gateway_settings.CONFIG_POLL_MS) / 1000
+        self.governor = Governor(
+            ledger,
+            require_virtual_key=gateway_settings.REQUIRE_VIRTUAL_KEY,
+            fail_open=gateway_settings.LEDGER_FAIL_MODE == "open",
+            default_max_tokens=gateway_settings.DEFAULT_MAX_TOKENS,
+        )
+        self.snapshot: Snapshot | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._rebuild_lock = asyncio.Lock()
+        self.swaps = 0
+
+    @classmethod
+    def from_settings(cls) -> GovernanceRuntime:
+        if settings.REDIS_URL:
+            import redis.asyncio as aioredis
+
+            client = aioredis.from_url(settings.REDIS_URL, socket_timeout=1,
+                                       socket_connect_timeout=1)
+            return cls(ledger=ledger_from_url(settings.REDIS_URL,
+                                              key_prefix=settings.LEDGER_KEY_PREFIX),
+                       sink=RedisStreamSink(client), embedded=False, redis_client=client)
+        return cls(ledger=MemoryLedger(key_prefix="ledger"), sink=MemorySink(), embedded=True)
+
+    # -- snapshot ---------------------------------------------------------------------------
+
+    async def _version(self) -> int:
+        if self.redis is not None:
+            value = await self.redis.get(config_version.REDIS_KEY)
+            return int(value or 0)
+        return config_version.current_version()
+
+    async def refresh(self, *, force: bool = False) -> bool:
+        """Rebuild the snapshot if the config version moved; True when swapped."""
+        async with self._rebuild_lock:
+            version = await self._version()
+            if not force and self.snapshot is not None and self.snapshot.version == version:
+                return False
+            snapshot = await asyncio.to_thread(_build_snapshot, version)
+            self.snapshot = snapshot
+            self.swaps += 1
+            logger.info("governance snapshot %s: %d keys, %d providers, %d rules", version,
+                        len(snapshot.keys_by_hash), len(snapshot.providers),
+                        snapshot.routing.rule_count)
+            return True
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                await self.refresh()
+            except Exception:
+                logger.exception("snapshot refresh failed; keeping the previous snapshot")
+
+    async def _usage_view_loop(self) -> None:
+        """Refresh the usage routing rules read, without touching any request."""
+        while True:
+            await asyncio.sleep(USAGE_VIEW_INTERVAL_S)
+            snapshot = self.snapshot
+            if snapshot is None:
+                continue
+            try:
+                limits = [limit for limit in iter_limits(snapshot) if limit.window is not None]
+                if limits:
+                    self.governor.usage_view.replace(await self.ledger.usage_many(limits))
+            except Exception as exc:
+                logger.debug("usage view refresh skipped: %s", exc)
+
+    # -- embedded background jobs ---------------------------------------------------------
+
+    async def flush(self) -> int:
+        from governance.tasks import flush_pass
+
+        if self.embedded:
+            return await flush_pass(self.sink, self.ledger)
+        await self.sink.retry_pending()
+        return 0
+
+    async def _every(self, seconds: float, job: Callable[[], Awaitable[Any]], name: str) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception:
+                logger.exception("background job %s failed; retrying next time", name)
+
+    async def _record_resets(self) -> None:
+        from governance.tasks import record_resets
+
+        await sync_to_async(record_resets, thread_sensitive=False)()
+
+    async def _rollup(self) -> None:
+        from governance.tasks import rollup_pass
+
+        await sync_to_async(rollup_pass, thread_sensitive=False)()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        global _embedded
+        await self.refresh(force=True)
+        if self.embedded:
+            from governance.tasks import rebuild_counters
+
+            restored = await rebuild_counters(self.ledger)
+            logger.info("embedded ledger: %d counters rebuilt from usage records", restored)
+            _embedded = self
+        loops: list[Awaitable[None]] = [self._poll_loop(), self._usage_view_loop(),
+                                        self._every(FLUSH_INTERVAL_S, self.flush, "flush_usage")]
+        if self.embedded:
+            loops += [self._every(RESETS_INTERVAL_S, self._record_resets, "record_resets"),
+                      self._every(ROLLUP_INTERVAL_S, self._rollup, "rollup_usage")]
+        self._tasks = [asyncio.ensure_future(loop) for loop in loops]
+
+    async def stop(self) -> None:
+        """Stop the loops, then flush what is left (the server drained requests already)."""
+        global _embedded
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        try:
+            written = await self.flush()
+            if self.embedded:
+                logger.info("shutdown flush: %d usage records written", written)
+        except Exception:
+            logger.exception("shutdown flush failed")
+        if _embedded is self:
+            _embedded = None
+        for client in (self.redis, getattr(self.ledger, "client", None)):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()

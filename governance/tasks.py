@@ -1,0 +1,337 @@
+"""Background work (DESIGN.md section 6): the same functions run as Celery tasks in
+production and on an in-process timer in the embedded mode (``governance/runtime.py``).
+
+- ``flush_usage`` (every 2 s): usage events → ``UsageRecord`` in bulk (idempotent: the unique
+  ``request_id`` makes a redelivered event a no-op), then live ledger counters are copied into
+  ``Budget.current_usage`` / ``RateLimit.*_current_usage`` for the admin.
+- ``record_resets`` (every 10 s): ``last_reset`` of windows that rolled. Bookkeeping only: a
+  reset is the start of a new window key in the ledger and needs no job to happen.
+- ``rollup_usage`` (every 60 s): daily aggregates; ``purge_usage``: retention.
+- :func:`rebuild_counters`: counters are derived data; recompute them from usage records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from gateway.conf import gateway_settings
+from governance.durations import parse_duration
+from governance.ledger import Ledger, Limit, Metric, ledger_from_url
+from governance.ledger.windows import lattice_bounds, window_bounds
+from governance.models import Budget, RateLimit, UsageRecord
+from governance.sink import Batch, UsageEvent
+from governance.snapshot import budget_limit, rate_limits, window_anchor
+
+logger = logging.getLogger(__name__)
+
+NANOS = Decimal(1_000_000_000)
+MONEY_QUANTUM = Decimal("0.000000001")
+FLUSH_BATCH = 5000
+
+
+# -- usage records ---------------------------------------------------------------------------
+
+
+def _uuid_or_none(value: str | None) -> str | None:
+    return value or None
+
+
+def record_from_event(event: UsageEvent) -> UsageRecord:
+    return UsageRecord(
+        request_id=event.request_id,
+        created_at=datetime.fromtimestamp(event.created_at, UTC),
+        virtual_key_id=_uuid_or_none(event.virtual_key_id),
+        virtual_key_name=event.virtual_key_name[:255],
+        team_id=_uuid_or_none(event.team_id),
+        customer_id=_uuid_or_none(event.customer_id),
+        provider=event.provider[:50],
+        provider_key_id=_uuid_or_none(event.provider_key_id),
+        requested_model=event.requested_model[:255],
+        resolved_model=event.resolved_model[:255],
+        request_type=event.request_type[:40],
+        is_stream=event.is_stream,
+        status_code=event.status_code,
+        error_type=event.error_type[:64],
+        prompt_tokens=event.prompt_tokens,
+        completion_tokens=event.completion_tokens,
+        cached_tokens=event.cached_tokens,
+        cache_write_tokens=event.cache_write_tokens,
+        reasoning_tokens=event.reasoning_tokens,
+        cost=(Decimal(event.cost_nanos) / NANOS).quantize(MONEY_QUANTUM),
+        priced=event.priced,
+        latency_ms=event.latency_ms,
+        overhead_ms=event.overhead_ms,
+        routing_rule_id=_uuid_or_none(event.routing_rule_id),
+        routing_rule_name=event.routing_rule_name[:255],
+        fallback_index=event.fallback_index,
+    )
+
+
+def write_records(events: Sequence[UsageEvent]) -> int:
+    """Insert records for ``events``; already-recorded request ids are skipped."""
+    if not events:
+        return 0
+    records = {event.request_id: record_from_event(event) for event in events}
+    with transaction.atomic():
+        existing = set(UsageRecord.objects.filter(request_id__in=list(records))
+                       .values_list("request_id", flat=True))
+        fresh = [record for request_id, record in records.items() if request_id not in existing]
+        UsageRecord.objects.bulk_create(fresh, batch_size=1000, ignore_conflicts=True)
+    return len(fresh)
+
+
+def drain_into_records(reader: Any, *, max_batches: int = 100) -> int:
+    """Drain ``reader`` (a MemorySink or RedisStreamReader) into the database; returns the
+    number of new records. A batch is acked only after its rows are committed."""
+    written = 0
+    for _ in range(max_batches):
+        batch: Batch = reader.drain(FLUSH_BATCH)
+        if not batch.events and not batch.token:
+            break
+        try:
+            written += write_records(batch.events)
+        except Exception:
+            reader.nack(batch)
+            raise
+        reader.ack(batch)
+        if len(batch.events) < FLUSH_BATCH:
+            break
+    return written
+
+
+# -- limits as rows --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LimitRow:
+    limit: Limit
+    row: Budget | RateLimit
+
+
+def limit_rows() -> list[LimitRow]:
+    rows: list[LimitRow] = []
+    for budget in Budget.objects.all():
+        rows.append(LimitRow(budget_limit(budget, ""), budget))
+    for rate_limit in RateLimit.objects.all():
+        rows.extend(LimitRow(limit, rate_limit) for limit in rate_limits(rate_limit, ""))
+    return rows
+
+
+def copy_counters(rows: Sequence[LimitRow], used: dict[str, int]) -> int:
+    """Write live counters into the usage columns the admin shows; only changed rows."""
+    budgets: dict[Any, Budget] = {}
+    rates: dict[Any, RateLimit] = {}
+    for item in rows:
+        value = used.get(item.limit.id)
+        if value is None:
+            continue
+        row = item.row
+        if isinstance(row, Budget):
+            dollars = (Decimal(value) / NANOS).quantize(MONEY_QUANTUM)
+            if row.current_usage != dollars:
+                row.current_usage = dollars
+                budgets[row.pk] = row
+        else:
+            field = ("token_current_usage" if item.limit.metric is Metric.TOKENS
+                     else "request_current_usage")
+            if getattr(row, field) != value:
+                setattr(row, field, value)
+                rates[row.pk] = row
+    # update() per field rather than bulk_update: never overwrites an operator's edit of
+    # the limit itself that happened since the rows were read.
+    for pk, budget in budgets.items():
+        Budget.objects.filter(pk=pk).update(current_usage=budget.current_usage)
+    for pk, rate_limit in rates.items():
+        RateLimit.objects.filter(pk=pk).update(
+            token_current_usage=rate_limit.token_current_usage,
+            request_current_usage=rate_limit.request_current_usage)
+    return len(budgets) + len(rates)
+
+
+async def _read_counters(ledger: Ledger, rows: Sequence[LimitRow]) -> dict[str, int]:
+    if not rows:
+        return {}
+    return await ledger.usage_many([item.limit for item in rows])
+
+
+# -- record_resets ---------------------------------------------------------------------------
+
+
+def _rolled_start(duration: str, aligned: bool, last_reset: datetime,
+                  now: float) -> datetime | None:
+    from governance.ledger.windows import Window
+
+    window = Window(parse_duration(duration), aligned, window_anchor(last_reset))
+    start, _end = lattice_bounds(window, now)
+    if start > last_reset.timestamp() + 1e-6:
+        return datetime.fromtimestamp(start, UTC)
+    return None
+
+
+def record_resets(*, now: datetime | None = None) -> int:
+    """Move ``last_reset`` to the start of the current window where a window rolled.
+
+    The new value lies on the same lattice, so ledger window keys do not change; plain
+    ``update()`` so no config version bump (nothing the data plane needs changed).
+    """
+    moment = (now or timezone.now()).timestamp()
+    changed = 0
+    for budget in Budget.objects.only("id", "reset_duration", "calendar_aligned", "last_reset"):
+        start = _rolled_start(budget.reset_duration, budget.calendar_aligned,
+                              budget.last_reset, moment)
+        if start is not None:
+            changed += Budget.objects.filter(pk=budget.pk, last_reset=budget.last_reset).update(
+                last_reset=start, current_usage=Decimal(0))
+    for rate_limit in RateLimit.objects.all():
+        updates: dict[str, Any] = {}
+        for prefix in ("token", "request"):
+            duration = getattr(rate_limit, f"{prefix}_reset_duration")
+            if not duration or getattr(rate_limit, f"{prefix}_max_limit") is None:
+                continue
+            last_reset = getattr(rate_limit, f"{prefix}_last_reset")
+            start = _rolled_start(duration, False, last_reset, moment)
+            if start is not None:
+                updates[f"{prefix}_last_reset"] = start
+                updates[f"{prefix}_current_usage"] = 0
+        if updates:
+            changed += RateLimit.objects.filter(pk=rate_limit.pk).update(**updates)
+    return changed
+
+
+# -- rebuild_counters ------------------------------------------------------------------------
+
+
+def _owner_filter(row: Budget | RateLimit) -> Q:
+    """Usage records attributed to the owner of a limit."""
+    if row.customer_id:
+        return Q(customer_id=row.customer_id)
+    if row.team_id:
+        return Q(team_id=row.team_id)
+    if row.virtual_key_id:
+        return Q(virtual_key_id=row.virtual_key_id)
+    if row.provider_config_id:
+        config = row.provider_config
+        return Q(virtual_key_id=config.virtual_key_id, provider=config.provider.name)
+    if row.provider_id:
+        return Q(provider=row.provider.name)
+    if row.model_config_id:
+        config = row.model_config
+        q = Q(resolved_model=config.model_name)
+        if config.provider_id:
+            q &= Q(provider=config.provider.name)
+        return q
+    return Q(pk__in=[])
+
+
+def counted_amounts(rows: Iterable[LimitRow], now: float) -> list[tuple[Limit, int]]:
+    """What each limit's current window should hold, summed from usage records."""
+    amounts: list[tuple[Limit, int]] = []
+    end = datetime.fromtimestamp(now, UTC)
+    for item in rows:
+        limit = item.limit
+        assert limit.window is not None
+        start = datetime.fromtimestamp(window_bounds(limit.window, now)[0], UTC)
+        records = UsageRecord.objects.filter(_owner_filter(item.row),
+                                             created_at__gte=start, created_at__lte=end)
+        if limit.metric is Metric.COST:
+            total = records.aggregate(total=Sum("cost"))["total"] or Decimal(0)
+            amount = int((total * NANOS).to_integral_value())
+        elif limit.metric is Metric.TOKENS:
+            totals = records.aggregate(prompt=Sum("prompt_tokens"),
+                                       completion=Sum("completion_tokens"))
+            amount = (totals["prompt"] or 0) + (totals["completion"] or 0)
+        else:
+            amount = records.aggregate(count=Count("id"))["count"]
+        amounts.append((limit, amount))
+    return amounts
+
+
+async def rebuild_counters(ledger: Ledger, *, now: float | None = None) -> int:
+    """Set every limit's current-window counter from the usage records (``SET``, so running
+    it twice gives the same counters). Returns the number of counters written."""
+    from asgiref.sync import sync_to_async
+
+    moment = ledger.clock() if now is None else now
+
+    def compute() -> list[tuple[Limit, int]]:
+        return counted_amounts(limit_rows(), moment)
+
+    amounts = await sync_to_async(compute, thread_sensitive=False)()
+    for limit, amount in amounts:
+        await ledger.set_usage(limit, amount, moment)
+    return len(amounts)
+
+
+# -- one pass of everything (embedded timer and Celery share these) ----------------------------
+
+
+async def flush_pass(reader: Any, ledger: Ledger | None) -> int:
+    """Drain events into records, then copy counters to the limit rows."""
+    from asgiref.sync import sync_to_async
+
+    written = await sync_to_async(drain_into_records, thread_sensitive=False)(reader)
+    if ledger is not None:
+        rows = await sync_to_async(limit_rows, thread_sensitive=False)()
+        used = await _read_counters(ledger, rows)
+        await sync_to_async(copy_counters, thread_sensitive=False)(rows, used)
+    return written
+
+
+def rollup_pass(*, now: datetime | None = None) -> int:
+    from governance.usage import purge_usage, rollup_usage
+
+    moment = now or timezone.now()
+    rows = rollup_usage(now=moment)
+    purge_usage(now=moment, retention_days=gateway_settings.USAGE_RETENTION_DAYS)
+    return rows
+
+
+# -- Celery (production) -----------------------------------------------------------------------
+
+
+def _redis_reader() -> Any:
+    import redis
+
+    from governance.sink import RedisStreamReader
+
+    return RedisStreamReader(redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5))
+
+
+@shared_task(name="governance.flush_usage", ignore_result=True)
+def flush_usage() -> int:
+    if not settings.REDIS_URL:
+        from governance.runtime import embedded_runtime
+
+        runtime = embedded_runtime()
+        return drain_into_records(runtime.sink) if runtime is not None else 0
+
+    async def run() -> int:
+        ledger = ledger_from_url(settings.REDIS_URL, key_prefix=settings.LEDGER_KEY_PREFIX)
+        try:
+            return await flush_pass(_redis_reader(), ledger)
+        finally:
+            await ledger.client.aclose()  # type: ignore[attr-defined]
+
+    return asyncio.run(run())
+
+
+@shared_task(name="governance.record_resets", ignore_result=True)
+def record_resets_task() -> int:
+    return record_resets()
+
+
+@shared_task(name="governance.rollup_usage", ignore_result=True)
+def rollup_usage_task() -> int:
+    return rollup_pass()
