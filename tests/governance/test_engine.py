@@ -1,0 +1,295 @@
+"""The governance evaluator: identity before limits, every applicable limit in one admit,
+denials mapped to the right error with a message naming owner, window and usage."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from gateway import errors
+from gateway.secrets import digest
+from governance.engine import (
+    Governor,
+    UsageView,
+    denial_error,
+    describe,
+    format_dollars,
+    presented_key,
+)
+from governance.ledger import Denied, LedgerUnavailable, Limit, MemoryLedger, Metric, Reservation
+from governance.ledger import Usage as LedgerUsage
+from governance.snapshot import build_snapshot
+from tests.factories import (
+    BudgetFactory,
+    CustomerFactory,
+    ModelConfigFactory,
+    ProviderConfigFactory,
+    ProviderFactory,
+    RateLimitFactory,
+    TeamFactory,
+    VirtualKeyFactory,
+)
+
+SECRET = "sk-gw-" + "B" * 32
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({"authorization": f"Bearer {SECRET}"}, SECRET),
+    ({"authorization": f"bearer   {SECRET}  "}, SECRET),
+    ({"authorization": f"Basic {SECRET}"}, None),
+    ({"x-api-key": SECRET}, SECRET),
+    ({"api-key": SECRET}, SECRET),
+    ({"x-goog-api-key": SECRET}, SECRET),
+    ({"x-bf-vk": SECRET, "authorization": "Bearer other"}, SECRET),
+    ({"authorization": "Bearer "}, None),
+    ({}, None),
+])
+def test_presented_key(headers, expected):
+    assert presented_key(headers) == expected
+
+
+@pytest.mark.parametrize(("nanos", "text"), [
+    (50_020_000_000, "$50.02"),
+    (50_000_000_000, "$50.00"),
+    (0, "$0.00"),
+    (325_000, "$0.000325"),
+    (10_000_000, "$0.01"),
+])
+def test_format_dollars(nanos, text):
+    assert format_dollars(nanos) == text
+
+
+def _limit(metric, maximum, label, window=True):
+    from governance.durations import parse_duration
+    from governance.ledger import Window
+
+    return Limit(f"{metric.value}:{label}", metric, maximum,
+                 Window(parse_duration("1d")) if window else None, label)
+
+
+@pytest.mark.parametrize(("violated", "error", "message"), [
+    ([(Metric.COST, 50_000_000_000, 50_020_000_000, 'team "research" budget 1d')],
+     errors.BudgetExceeded, 'team "research" budget 1d: $50.02 of $50.00'),
+    ([(Metric.REQUESTS, 10, 10, 'virtual key "k" request limit 1m')],
+     errors.RequestLimited, 'virtual key "k" request limit 1m: 10 of 10 requests'),
+    ([(Metric.TOKENS, 1000, 1200, 'virtual key "k" token limit 1h')],
+     errors.TokenLimited, 'virtual key "k" token limit 1h: 1200 of 1000 tokens'),
+    ([(Metric.TOKENS, 1000, 1000, "a"), (Metric.REQUESTS, 5, 5, "b")],
+     errors.RateLimited, "a: 1000 of 1000 tokens; b: 5 of 5 requests"),
+    ([(Metric.CONCURRENT, 2, 2, 'virtual key "k" concurrency')],
+     errors.ConcurrencyLimited, 'virtual key "k" concurrency: 2 of 2 requests in flight'),
+    # a rate limit is reported before a budget, as Bifrost checks rate limits first
+    ([(Metric.COST, 1, 1, "c"), (Metric.REQUESTS, 1, 1, "r")], errors.RequestLimited,
+     "c: $0.000000001 of $0.000000001; r: 1 of 1 requests"),
+])
+def test_denial_errors(violated, error, message):
+    violations = tuple((_limit(metric, maximum, label, metric is not Metric.CONCURRENT), used)
+                       for metric, maximum, used, label in violated)
+    first, used = violations[0]
+    denied = Denied(first, used, first.maximum, 42.0, "", violations)
+    result = denial_error(denied)
+    assert type(result) is error
+    assert result.detail == message
+    assert result.retry_after_seconds == 42.0
+
+
+def test_describe_uses_the_owner_label():
+    limit = _limit(Metric.COST, 1_000_000_000, 'customer "acme" budget 1M')
+    assert describe(limit, 1_500_000_000) == 'customer "acme" budget 1M: $1.50 of $1.00'
+
+
+@pytest.fixture
+def world(db):
+    customer = CustomerFactory(name="acme")
+    team = TeamFactory(name="research", customer=customer)
+    openai = ProviderFactory(name="openai")
+    anthropic = ProviderFactory(name="anthropic", kind="anthropic")
+    key = VirtualKeyFactory(name="prod", team=team, secret_hash=digest(SECRET),
+                            max_concurrent_requests=2)
+    ProviderConfigFactory(virtual_key=key, provider=openai, allowed_models=["gpt-4o"],
+                          allow_all_keys=True)
+    return {"customer": customer, "team": team, "openai": openai, "anthropic": anthropic,
+            "key": key}
+
+
+def snapshot():
+    return build_snapshot(1, built_at=0.0)
+
+
+@pytest.mark.parametrize(("secret", "error"), [
+    (None, errors.VirtualKeyRequired),
+    ("", errors.VirtualKeyRequired),
+    ("sk-gw-unknown", errors.VirtualKeyNotFound),
+])
+def test_authentication_errors(world, secret, error):
+    with pytest.raises(error):
+        Governor(MemoryLedger()).authenticate(snapshot(), secret)
+
+
+def test_key_optional_mode_lets_anonymous_requests_through(world):
+    assert Governor(MemoryLedger(), require_virtual_key=False).authenticate(snapshot(), None) \
+        is None
+
+
+def test_inactive_and_expired_keys_are_blocked(world):
+    key = world["key"]
+    key.is_active = False
+    key.save()
+    with pytest.raises(errors.VirtualKeyBlocked, match="inactive"):
+        Governor(MemoryLedger()).authenticate(snapshot(), SECRET)
+    key.is_active = True
+    key.expires_at = timezone.now() - timedelta(seconds=1)
+    key.save()
+    with pytest.raises(errors.VirtualKeyBlocked, match="expired"):
+        Governor(MemoryLedger()).authenticate(snapshot(), SECRET)
+
+
+def test_provider_and_model_access(world):
+    governor = Governor(MemoryLedger())
+    key = governor.authenticate(snapshot(), SECRET)
+    assert governor.authorize(key, "openai", "gpt-4o").provider == "openai"
+    with pytest.raises(errors.ProviderBlocked, match="'anthropic' is not allowed"):
+        governor.authorize(key, "anthropic", "claude-sonnet-4-5")
+    with pytest.raises(errors.ModelBlocked, match="'gpt-4o-mini' is not allowed"):
+        governor.authorize(key, "openai", "gpt-4o-mini")
+    assert governor.authorize(None, "anthropic", "anything") is None
+
+
+def test_revoked_key_on_an_exhausted_team_gets_403_not_402(world):
+    BudgetFactory(team=world["team"], max_limit=Decimal("0.000000001"), reset_duration="1d")
+    world["key"].is_active = False
+    world["key"].save()
+    with pytest.raises(errors.VirtualKeyBlocked):
+        Governor(MemoryLedger()).authenticate(snapshot(), SECRET)
+
+
+def test_limits_cover_the_hierarchy_once(world):
+    openai = world["openai"]
+    provider_budget = BudgetFactory(provider=openai, reset_duration="1d")
+    specific = ModelConfigFactory(model_name="gpt-4o", provider=openai)
+    generic = ModelConfigFactory(model_name="gpt-4o", provider=None)
+    other_provider = ModelConfigFactory(model_name="gpt-4o", provider=world["anthropic"])
+    for config in (specific, generic, other_provider):
+        RateLimitFactory(model_config=config, request_max_limit=5, request_reset_duration="1m",
+                         token_max_limit=None, token_reset_duration=None)
+    key_budget = BudgetFactory(virtual_key=world["key"], reset_duration="1d")
+    team_budget = BudgetFactory(team=world["team"], reset_duration="1d")
+    customer_budget = BudgetFactory(customer=world["customer"], reset_duration="1M")
+    config = world["key"].provider_configs.get()
+    config_budget = BudgetFactory(provider_config=config, reset_duration="1h")
+    snap = snapshot()
+    governor = Governor(MemoryLedger())
+    key = governor.authenticate(snap, SECRET)
+    ids = [limit.id for limit in governor.limits_for(snap, key, "openai", "gpt-4o")]
+    assert len(ids) == len(set(ids))
+    expected_budgets = {f"budget:{b.id}" for b in (provider_budget, key_budget, team_budget,
+                                                   customer_budget, config_budget)}
+    assert expected_budgets <= set(ids)
+    assert f"concurrency:{world['key'].id}" in ids
+    rate_ids = {i for i in ids if i.startswith("rate:")}
+    assert rate_ids == {f"rate:{c.ratelimits.get().id}:requests" for c in (specific, generic)}
+    # without a key only provider and model limits apply
+    anonymous = governor.limits_for(snap, None, "openai", "gpt-4o")
+    assert {limit.id for limit in anonymous} == {f"budget:{provider_budget.id}", *rate_ids}
+
+
+async def test_admit_denies_the_team_budget_with_a_named_message():
+    from governance.durations import parse_duration
+    from governance.ledger import Window
+
+    budget = Limit("budget:t", Metric.COST, 50_000_000_000, Window(parse_duration("1d")),
+                   'team "research" budget 1d')
+    governor = Governor(MemoryLedger())
+    admission = await governor.admit("a", [budget], Reservation(cost_nanos=1))
+    await governor.settle(admission, LedgerUsage(cost_nanos=50_020_000_000))
+    with pytest.raises(errors.BudgetExceeded) as caught:
+        await governor.admit("b", [budget], Reservation(cost_nanos=1))
+    assert caught.value.detail == 'team "research" budget 1d: $50.02 of $50.00'
+    assert caught.value.status_code == 402
+    assert 0 < caught.value.retry_after_seconds <= 86400
+
+
+async def test_fifty_concurrent_admits_against_ten_requests():
+    from governance.durations import parse_duration
+    from governance.ledger import Window
+
+    limit = Limit("rate:x:requests", Metric.REQUESTS, 10, Window(parse_duration("1h")), "k")
+    governor = Governor(MemoryLedger())
+
+    async def one(index):
+        try:
+            await governor.admit(f"r{index}", [limit], Reservation())
+        except errors.RequestLimited:
+            return False
+        return True
+
+    results = await asyncio.gather(*(one(index) for index in range(50)))
+    assert sum(results) == 10
+
+
+class _DownLedger(MemoryLedger):
+    async def admit(self, request_id, limits, reservation):
+        raise LedgerUnavailable("redis: connection refused")
+
+    async def settle(self, request_id, actual):
+        raise LedgerUnavailable("redis: connection refused")
+
+
+async def test_ledger_down_fails_closed_by_default_and_open_when_asked():
+    from governance.durations import parse_duration
+    from governance.ledger import Window
+
+    limit = Limit("rate:x:requests", Metric.REQUESTS, 10, Window(parse_duration("1h")), "k")
+    with pytest.raises(errors.GovernanceUnavailable) as caught:
+        await Governor(_DownLedger()).admit("a", [limit], Reservation())
+    assert caught.value.status_code == 503
+    admission = await Governor(_DownLedger(), fail_open=True).admit("a", [limit], Reservation())
+    assert admission.bypassed
+    assert await Governor(_DownLedger()).settle(
+        admission.__class__("x", (limit,), {}), LedgerUsage()) is False
+
+
+async def test_rate_limit_headers_report_the_tightest_limit():
+    from governance.durations import parse_duration
+    from governance.ledger import Window
+
+    roomy = Limit("rate:a:requests", Metric.REQUESTS, 100, Window(parse_duration("1h")), "a")
+    tight = Limit("rate:b:requests", Metric.REQUESTS, 3, Window(parse_duration("1m")), "b")
+    tokens = Limit("rate:b:tokens", Metric.TOKENS, 1000, Window(parse_duration("1m")), "b")
+    governor = Governor(MemoryLedger())
+    admission = await governor.admit("a", [roomy, tight, tokens], Reservation(tokens=100))
+    headers = dict(governor.rate_limit_headers(admission))
+    assert headers["x-ratelimit-limit-requests"] == "3"
+    assert headers["x-ratelimit-remaining-requests"] == "2"
+    assert headers["x-ratelimit-limit-tokens"] == "1000"
+    assert headers["x-ratelimit-remaining-tokens"] == "900"
+    assert headers["x-ratelimit-reset-requests"].endswith("s")
+
+
+def test_usage_view_capacity_percentages():
+    from governance.durations import parse_duration
+    from governance.ledger import Window
+
+    budget = Limit("budget:x", Metric.COST, 1000, Window(parse_duration("1d")), "x")
+    tokens = Limit("rate:x:tokens", Metric.TOKENS, 200, Window(parse_duration("1d")), "x")
+    view = UsageView()
+    view.observe([budget, tokens], {budget.id: 850, tokens.id: 50})
+    capacity = view.capacity([budget, tokens])
+    assert (capacity.budget_used, capacity.tokens_used, capacity.request) == (85.0, 25.0, 0.0)
+
+
+def test_reservation_estimates_prompt_and_max_tokens(world):
+    snap = snapshot()
+    governor = Governor(MemoryLedger(), default_max_tokens=1000)
+    explicit = governor.reservation(snap.pricer, provider="openai", model="gpt-4o",
+                                    request_type="chat_completion", prompt_tokens=100,
+                                    max_output_tokens=50)
+    default = governor.reservation(snap.pricer, provider="openai", model="gpt-4o",
+                                   request_type="chat_completion", prompt_tokens=100,
+                                   max_output_tokens=None)
+    assert explicit.tokens == 150 and default.tokens == 1100
+    assert 0 < explicit.cost_nanos < default.cost_nanos

@@ -1,0 +1,223 @@
+"""Usage events → records (idempotent), counters → limit rows, resets, and rebuilding
+counters from records."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+import redis
+import time_machine
+
+from governance.ledger import MemoryLedger, Reservation
+from governance.ledger import Usage as LedgerUsage
+from governance.models import Budget, UsageRecord
+from governance.sink import MemorySink, RedisStreamReader, RedisStreamSink, UsageEvent
+from governance.snapshot import budget_limit, rate_limits
+from governance.tasks import (
+    copy_counters,
+    drain_into_records,
+    flush_pass,
+    limit_rows,
+    rebuild_counters,
+    record_resets,
+    write_records,
+)
+from tests.factories import BudgetFactory, RateLimitFactory, TeamFactory, VirtualKeyFactory
+
+
+def event(request_id: str, **overrides) -> UsageEvent:
+    values = {"request_id": request_id, "created_at": datetime.now(UTC).timestamp(),
+              "provider": "openai", "requested_model": "gpt-4o", "resolved_model": "gpt-4o",
+              "request_type": "chat_completion", "status_code": 200, "prompt_tokens": 10,
+              "completion_tokens": 5, "cost_nanos": 1_500_000}
+    values.update(overrides)
+    return UsageEvent(**values)
+
+
+def test_event_json_round_trip_ignores_unknown_fields():
+    original = event("r1", virtual_key_id=str(uuid.uuid4()), is_stream=True)
+    assert UsageEvent.from_json(original.to_json()) == original
+    assert UsageEvent.from_json(original.to_json()[:-1] + b',"future":1}') == original
+
+
+@pytest.mark.django_db
+def test_flush_twice_and_redelivery_never_double_count():
+    sink = MemorySink()
+    for index in range(3):
+        sink.put(event(f"r{index}"))
+    assert drain_into_records(sink) == 3
+    assert drain_into_records(sink) == 0
+    sink.put(event("r1"))  # redelivered
+    sink.put(event("r3"))
+    assert drain_into_records(sink) == 1
+    assert UsageRecord.objects.count() == 4
+    record = UsageRecord.objects.get(request_id="r0")
+    assert record.cost == Decimal("0.0015") and record.prompt_tokens == 10
+
+
+@pytest.mark.django_db
+def test_a_failed_flush_puts_the_batch_back(monkeypatch):
+    sink = MemorySink()
+    sink.put(event("a"))
+    sink.put(event("b"))
+
+    def broken(events):
+        raise RuntimeError("database is down")
+
+    monkeypatch.setattr("governance.tasks.write_records", broken)
+    with pytest.raises(RuntimeError):
+        drain_into_records(sink)
+    assert sink.pending() == 2
+    monkeypatch.undo()
+    assert drain_into_records(sink) == 2
+
+
+@pytest.mark.django_db
+def test_copy_counters_writes_only_changed_rows():
+    key = VirtualKeyFactory()
+    budget = BudgetFactory(virtual_key=key, max_limit=Decimal("10"), reset_duration="1d")
+    rate = RateLimitFactory(virtual_key=key, token_max_limit=1000, token_reset_duration="1h",
+                            request_max_limit=10, request_reset_duration="1m")
+    rows = limit_rows()
+    used = {f"budget:{budget.id}": 2_500_000_000, f"rate:{rate.id}:tokens": 321,
+            f"rate:{rate.id}:requests": 4}
+    assert copy_counters(rows, used) == 2
+    assert Budget.objects.get().current_usage == Decimal("2.5")
+    rate.refresh_from_db()
+    assert (rate.token_current_usage, rate.request_current_usage) == (321, 4)
+    assert copy_counters(limit_rows(), used) == 0
+
+
+@pytest.mark.django_db
+def test_record_resets_moves_last_reset_along_the_lattice():
+    start = datetime(2026, 3, 1, 10, 0, 0, 400_000, tzinfo=UTC)
+    budget = BudgetFactory(team=TeamFactory(), reset_duration="1h", last_reset=start,
+                           current_usage=Decimal("3"))
+    before = budget_limit(budget, "")
+    with time_machine.travel(start + timedelta(hours=2, minutes=30), tick=False):
+        assert record_resets() == 1
+        budget.refresh_from_db()
+        assert budget.last_reset == datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+        assert budget.current_usage == 0
+        after = budget_limit(budget, "")
+        now = datetime.now(UTC).timestamp()
+        from governance.ledger import window_key
+
+        # the same window key before and after: the ledger counter is not lost
+        assert window_key(before.window, now) == window_key(after.window, now)
+        assert record_resets() == 0
+
+
+@pytest.mark.django_db
+def test_record_resets_calendar_budget_to_month_start():
+    budget = BudgetFactory(team=TeamFactory(), reset_duration="1M", calendar_aligned=True,
+                           last_reset=datetime(2026, 1, 1, tzinfo=UTC))
+    with time_machine.travel(datetime(2026, 3, 15, 8, tzinfo=UTC), tick=False):
+        record_resets()
+    budget.refresh_from_db()
+    assert budget.last_reset == datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_rebuild_counters_sets_counters_from_records_idempotently():
+    from asgiref.sync import sync_to_async
+
+    def setup():
+        team = TeamFactory()
+        key = VirtualKeyFactory(team=team)
+        budget = BudgetFactory(team=team, max_limit=Decimal("100"), reset_duration="1d",
+                               last_reset=datetime.now(UTC) - timedelta(hours=1))
+        rate = RateLimitFactory(virtual_key=key, token_max_limit=10_000,
+                                token_reset_duration="1d", request_max_limit=100,
+                                request_reset_duration="1d",
+                                token_last_reset=datetime.now(UTC) - timedelta(hours=1),
+                                request_last_reset=datetime.now(UTC) - timedelta(hours=1))
+        now = datetime.now(UTC).timestamp()
+        write_records([
+            event("a", team_id=str(team.id), virtual_key_id=str(key.id), created_at=now - 60),
+            event("b", team_id=str(team.id), virtual_key_id=str(key.id), created_at=now - 30,
+                  cost_nanos=2_000_000_000, prompt_tokens=100, completion_tokens=50),
+            # before the window: not counted
+            event("old", team_id=str(team.id), virtual_key_id=str(key.id),
+                  created_at=now - 7200),
+        ])
+        return budget_limit(budget, ""), rate_limits(rate, "")
+
+    budget, (tokens, requests) = await sync_to_async(setup)()
+    ledger = MemoryLedger()
+    assert await ledger.admit("stale", [budget], Reservation(cost_nanos=77))
+    for _ in range(2):
+        assert await rebuild_counters(ledger) == 3
+        assert await ledger.usage_many([budget, tokens, requests]) == {
+            budget.id: 2_001_500_000, tokens.id: 165, requests.id: 2}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_flush_pass_writes_records_and_copies_counters():
+    from asgiref.sync import sync_to_async
+
+    key = await sync_to_async(VirtualKeyFactory)()
+    budget = await sync_to_async(BudgetFactory)(virtual_key=key, max_limit=Decimal("1"),
+                                                reset_duration="1d")
+    ledger = MemoryLedger()
+    limit = budget_limit(budget, "")
+    assert await ledger.admit("x", [limit], Reservation(cost_nanos=10))
+    await ledger.settle("x", LedgerUsage(cost_nanos=250_000_000))
+    sink = MemorySink()
+    await sink.emit(event("x", virtual_key_id=str(key.id)))
+    assert await flush_pass(sink, ledger) == 1
+    refreshed = await Budget.objects.aget(pk=budget.pk)
+    assert refreshed.current_usage == Decimal("0.25")
+    assert await UsageRecord.objects.acount() == 1
+
+
+@pytest.mark.redis
+@pytest.mark.django_db
+async def test_redis_stream_sink_delivers_once_and_survives_a_crashed_consumer():
+    import redis.asyncio as aioredis
+
+    stream = f"test:usage:{uuid.uuid4().hex}"
+    producer_client = aioredis.Redis()
+    sync_client = redis.Redis()
+    try:
+        sink = RedisStreamSink(producer_client, stream=stream)
+        for index in range(5):
+            await sink.emit(event(f"s{index}"))
+        crashed = RedisStreamReader(sync_client, stream=stream, consumer="crashed")
+        batch = crashed.drain(3)
+        assert len(batch.events) == 3  # read, never acked: the consumer "crashed"
+        survivor = RedisStreamReader(sync_client, stream=stream, consumer="survivor")
+        first = survivor.drain(100)
+        assert {e.request_id for e in first.events} == {"s3", "s4"}
+        survivor.ack(first)
+        import governance.sink as sink_module
+
+        original = sink_module.CLAIM_IDLE_MS
+        sink_module.CLAIM_IDLE_MS = 0  # claim the crashed consumer's entries at once
+        try:
+            second = survivor.drain(100)
+        finally:
+            sink_module.CLAIM_IDLE_MS = original
+        assert {e.request_id for e in second.events} == {"s0", "s1", "s2"}
+        survivor.ack(second)
+        assert survivor.drain(100).events == ()
+        assert sync_client.xlen(stream) == 0
+    finally:
+        sync_client.delete(stream)
+        sync_client.close()
+        await producer_client.aclose()
+
+
+async def test_redis_stream_sink_buffers_when_redis_is_down():
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis(port=1, socket_connect_timeout=0.2, socket_timeout=0.2)
+    try:
+        sink = RedisStreamSink(client, stream="never")
+        await sink.emit(event("kept"))
+        assert sink.pending() == 1
+    finally:
+        await client.aclose()
