@@ -1,31 +1,57 @@
-"""ASGI entry point: Django (admin, API) behind Channels' protocol router.
+"""ASGI entry point: Channels' protocol and URL routers in front of two applications.
 
-The inference data plane (/v1, /openai, /anthropic) mounts here as a plain ASGI app
-(DESIGN.md section 3). Static files for the admin are served by Django's static handler.
+- ``/v1/``, ``/openai/``, ``/anthropic/``: the inference data plane, a plain ASGI app
+  (``gateway/proxy/app.py``) that never enters Django's request handler (DESIGN.md section 3);
+- everything else: Django (admin, management API), with its static files handler.
+
+The lifespan protocol starts the governance runtime (snapshot, ledger, usage sink and, in the
+embedded mode, the background jobs) and the pooled upstream HTTP session, and stops them in
+order on shutdown, after the server has drained in-flight requests.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
 
-from channels.routing import ProtocolTypeRouter
+from channels.routing import ProtocolTypeRouter, URLRouter
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
+from django.urls import re_path
+
+from gateway.proxy.app import InferenceApp
+from gateway.proxy.lifecycle import start_data_plane, stop_data_plane
+
+logger = logging.getLogger("gateway.asgi")
 
 django_application = ASGIStaticFilesHandler(get_asgi_application())
+inference_application = InferenceApp()
 
 
 async def lifespan(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
-    """Answer the ASGI lifespan protocol so uvicorn starts and stops cleanly."""
+    """Start the data plane on startup, drain and stop it on shutdown."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            try:
+                await start_data_plane(inference_application)
+            except Exception as exc:
+                logger.exception("data plane failed to start")
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await stop_data_plane(inference_application)
             await send({"type": "lifespan.shutdown.complete"})
             return
 
 
-application = ProtocolTypeRouter({"http": django_application, "lifespan": lifespan})
+application = ProtocolTypeRouter({
+    "http": URLRouter([
+        re_path(r"^(?:v1|openai|anthropic)(?:/|$)", inference_application),
+        re_path(r"", django_application),
+    ]),
+    "lifespan": lifespan,
+})

@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/governance/", include("routing.api.urls")),
     path("api/governance/", include("pricing.api.urls")),
     path("api/pricing/", include(pricing_urls.catalog_urlpatterns)),
+    path("api/usage/", include("governance.api.usage_urls")),
     path("api/", include("gateway.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", staff_member_required(

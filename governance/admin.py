@@ -1,4 +1,5 @@
-"""Admin for customers, teams, virtual keys, their limits, model configs and usage records."""
+"""Admin for customers, teams, virtual keys, their limits, model configs, usage records and
+their daily rollups."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ from governance.models import (
     RateLimit,
     Team,
     UsageRecord,
+    UsageRollup,
     VirtualKey,
     VirtualKeyProviderConfig,
 )
@@ -488,3 +490,25 @@ class UsageRecordAdmin(ReadOnlyModelAdmin):
     @admin.display(description="tokens (prompt + completion)")
     def tokens(self, obj: UsageRecord) -> str:
         return f"{obj.prompt_tokens:,} + {obj.completion_tokens:,}"
+
+
+@admin.register(UsageRollup)
+class UsageRollupAdmin(ReadOnlyModelAdmin):
+    list_display = ("day", "dimension", "name", "request_count", "error_count", "tokens",
+                    "cost_display", "updated_at")
+    list_filter = ("dimension", "day")
+    date_hierarchy = "day"
+    search_fields = ("dimension_id", "dimension_name")
+    show_full_result_count = False
+
+    @admin.display(description="name", ordering="dimension_name")
+    def name(self, obj: UsageRollup) -> str:
+        return obj.dimension_name or obj.dimension_id or "(none)"
+
+    @admin.display(description="tokens (prompt + completion)")
+    def tokens(self, obj: UsageRollup) -> str:
+        return f"{obj.prompt_tokens:,} + {obj.completion_tokens:,}"
+
+    @admin.display(description="cost", ordering="cost")
+    def cost_display(self, obj: UsageRollup) -> str:
+        return f"${obj.cost:,.4f}"

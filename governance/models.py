@@ -384,3 +384,45 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
+
+
+class UsageDimension(models.TextChoices):
+    VIRTUAL_KEY = "virtual_key", "virtual key"
+    TEAM = "team", "team"
+    CUSTOMER = "customer", "customer"
+    PROVIDER = "provider", "provider"
+    MODEL = "model", "model"
+
+
+class UsageRollup(models.Model):
+    """Daily (UTC) totals of :class:`UsageRecord` per virtual key, team, customer, provider
+    and resolved model, for dashboards. Rebuilt by :func:`governance.usage.rollup_usage`;
+    kept when the records they summarise are purged.
+
+    ``dimension_id`` is the key, team or customer id (``""`` for requests without one), the
+    provider name or the model name.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    day = models.DateField()
+    dimension = models.CharField(max_length=16, choices=UsageDimension.choices)
+    dimension_id = models.CharField(max_length=255, blank=True)
+    dimension_name = models.CharField(max_length=255, blank=True)
+    request_count = models.BigIntegerField(default=0)
+    error_count = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(**MONEY, default=Decimal(0))
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-day", "dimension", "dimension_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["day", "dimension", "dimension_id"],
+                                    name="usage_rollup_unique_day_dimension"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.dimension} {self.dimension_name or self.dimension_id or '-'}"

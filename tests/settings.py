@@ -10,3 +10,4 @@ os.environ.setdefault("GATEWAY_ENCRYPTION_KEY", "x0uy3a5Z8Zf-vGJ6T5i3g2Zr8S3mnF9
 from gateway.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+GATEWAY_CONFIG_POLL_MS = 20

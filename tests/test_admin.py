@@ -33,6 +33,7 @@ from governance.models import (
     RateLimit,
     Team,
     UsageRecord,
+    UsageRollup,
     VirtualKey,
     VirtualKeyProviderConfig,
 )
@@ -174,6 +175,9 @@ def _routing_rule(user) -> RoutingRule:
 
 
 BUILDERS: dict[type[models.Model], Callable[..., models.Model]] = {
+    UsageRollup: lambda user: UsageRollup.objects.create(
+        day=timezone.now().date(), dimension="provider", dimension_id="openai",
+        dimension_name="openai"),
     Provider: _provider,
     ProviderKey: lambda user: ProviderKeyFactory(),
     ModelAlias: lambda user: ModelAliasRouteFactory().alias,

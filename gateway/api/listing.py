@@ -20,6 +20,9 @@ from gateway.errors import BadRequest
 DEFAULT_TRIGGERS = ("limit", "offset", "search")
 
 
+MAX_OFFSET = 2**53
+
+
 def parse_non_negative(params: Any, name: str) -> int | None:
     raw = params.get(name)
     if raw is None or raw == "":
@@ -52,6 +55,9 @@ def list_response(
 ) -> dict[str, Any]:
     limit = parse_non_negative(params, "limit")
     offset = parse_non_negative(params, "offset")
+    if offset is not None and offset > MAX_OFFSET:  # a database integer would overflow: 500
+        raise BadRequest(f"Invalid offset parameter: must be at most {MAX_OFFSET}",
+                         fields={"offset": [f"must be at most {MAX_OFFSET}"]})
     paginated = any(params.get(name) not in (None, "") for name in triggers)
     if not paginated:
         items = represent(queryset)

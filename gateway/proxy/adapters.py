@@ -1,0 +1,142 @@
+"""Provider adapters (pure): where a request goes, with which credentials, and how usage is
+read from what comes back. One table per provider kind, no classes to subclass.
+
+- ``openai`` / ``openai_compatible``: ``{base_url}/chat/completions`` etc. (the base URL
+  includes ``/v1``), ``Authorization: Bearer``; streams get ``stream_options.include_usage``.
+- ``azure``: ``{base_url}/openai/deployments/{model}/{path}?api-version=...``, ``api-key``.
+- ``anthropic``: ``{base_url}/v1/messages``, ``x-api-key`` and ``anthropic-version``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from pricing.cost import Usage
+
+ANTHROPIC_VERSION = "2023-06-01"
+OPENAI_KINDS = frozenset({"openai", "openai_compatible", "azure"})
+OPENAI_PATHS = {"chat": "chat/completions", "completions": "completions",
+                "embeddings": "embeddings"}
+# Client headers worth passing on to Anthropic (feature flags), never credentials.
+ANTHROPIC_PASS_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    url: str
+    headers: dict[str, str]
+
+
+class UnsupportedOperation(ValueError):
+    pass
+
+
+def upstream_request(kind: str, base_url: str, api_version: str, api_key: str,
+                     operation: str, model: str, request_id: str,
+                     client_headers: Mapping[str, str]) -> UpstreamRequest:
+    """URL and headers for ``operation`` (chat, completions, embeddings, messages)."""
+    base = base_url.rstrip("/")
+    headers = {"content-type": "application/json", "x-request-id": request_id}
+    if kind == "anthropic":
+        if operation != "messages":
+            raise UnsupportedOperation(f"provider kind anthropic does not serve {operation}")
+        headers["x-api-key"] = api_key
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+        for name in ANTHROPIC_PASS_HEADERS:
+            value = client_headers.get(name)
+            if value:
+                headers[name] = value
+        return UpstreamRequest(f"{base}/v1/messages", headers)
+    path = OPENAI_PATHS.get(operation)
+    if path is None:
+        raise UnsupportedOperation(f"provider kind {kind} does not serve {operation}")
+    if kind == "azure":
+        headers["api-key"] = api_key
+        version = quote(api_version or "2024-10-21", safe="")
+        return UpstreamRequest(
+            f"{base}/openai/deployments/{quote(model, safe='')}/{path}?api-version={version}",
+            headers)
+    headers["authorization"] = f"Bearer {api_key}"
+    return UpstreamRequest(f"{base}/{path}", headers)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def openai_usage(usage: Any) -> Usage | None:
+    """Usage from an OpenAI ``usage`` object (chat, completions, embeddings)."""
+    if not isinstance(usage, dict):
+        return None
+    prompt_details = usage.get("prompt_tokens_details")
+    completion_details = usage.get("completion_tokens_details")
+    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
+    reasoning = (_int(completion_details.get("reasoning_tokens"))
+                 if isinstance(completion_details, dict) else 0)
+    prompt = _int(usage.get("prompt_tokens"))
+    completion = _int(usage.get("completion_tokens"))
+    if not prompt and not completion:
+        total = _int(usage.get("total_tokens"))
+        prompt = total
+    return Usage(input_tokens=prompt, cached_read_tokens=min(cached, prompt),
+                 output_tokens=completion, reasoning_tokens=reasoning)
+
+
+def anthropic_usage(usage: Any) -> Usage | None:
+    if not isinstance(usage, dict):
+        return None
+    return Usage.from_anthropic(
+        input_tokens=_int(usage.get("input_tokens")),
+        output_tokens=_int(usage.get("output_tokens")),
+        cache_read_input_tokens=_int(usage.get("cache_read_input_tokens")),
+        cache_creation_input_tokens=_int(usage.get("cache_creation_input_tokens")),
+    )
+
+
+def merge_usage(current: Usage | None, update: Usage | None) -> Usage | None:
+    """Streams report usage in pieces (Anthropic: input at the start, output at the end):
+    keep the largest value seen for each field."""
+    if update is None:
+        return current
+    if current is None:
+        return update
+    return Usage(
+        input_tokens=max(current.input_tokens, update.input_tokens),
+        cached_read_tokens=max(current.cached_read_tokens, update.cached_read_tokens),
+        cache_write_tokens=max(current.cache_write_tokens, update.cache_write_tokens),
+        output_tokens=max(current.output_tokens, update.output_tokens),
+        reasoning_tokens=max(current.reasoning_tokens, update.reasoning_tokens),
+    )
+
+
+def estimate_tokens(text_length: int) -> int:
+    """Rough token count of generated text when a stream ended without usage (4 chars each)."""
+    return (text_length + 3) // 4 if text_length > 0 else 0
+
+
+def prompt_length(body: Mapping[str, Any]) -> int:
+    """Characters of prompt text in a chat, completion, embedding or messages body."""
+    total = 0
+
+    def walk(value: Any, depth: int = 0) -> None:
+        nonlocal total
+        if depth > 8:
+            return
+        if isinstance(value, str):
+            total += len(value)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, depth + 1)
+        elif isinstance(value, dict):
+            for key in ("content", "text", "system", "input", "prompt", "arguments"):
+                if key in value:
+                    walk(value[key], depth + 1)
+            for part in ("messages",):
+                if part in value:
+                    walk(value[part], depth + 1)
+
+    walk({key: body[key] for key in ("messages", "system", "prompt", "input") if key in body})
+    return total

@@ -1,0 +1,944 @@
+"""The inference data plane: a plain ASGI app (no Django request handling, no ORM).
+
+    POST /v1/chat/completions   POST /v1/completions   POST /v1/embeddings   GET /v1/models
+    (the same under /openai/v1/...)                     POST /anthropic/v1/messages
+
+Lifecycle of one request: request id → body (413/400) → virtual key (401/403) → model
+resolution (routing rules, ``provider/model``, key configs, aliases; 404) → for each
+candidate: access (403), one ledger ``admit`` (402/429/503), provider key by weight skipping
+open circuits, the upstream call with retries and backoff → response (streamed as it
+arrives) → cost, ``settle``, one usage event. Failed candidates are released and the next
+fallback is admitted again for its own provider/model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    InvalidJSON,
+    LimitExceeded,
+    MethodNotAllowed,
+    NoProviderAvailable,
+    NotFound,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from gateway.proxy import translation
+from gateway.proxy.adapters import (
+    OPENAI_KINDS,
+    UnsupportedOperation,
+    anthropic_usage,
+    estimate_tokens,
+    merge_usage,
+    openai_usage,
+    prompt_length,
+    upstream_request,
+)
+from gateway.proxy.breaker import Breakers
+from gateway.proxy.http import (
+    Cors,
+    Receive,
+    Send,
+    encode_headers,
+    error_body,
+    error_headers,
+    forwarded_headers,
+    read_body,
+    request_headers,
+    request_id_from,
+    send_response,
+)
+from gateway.proxy.resolve import RouteStats, resolve, weighted_order
+from gateway.proxy.sse import SSEParser
+from governance.engine import Admission, Governor, presented_key
+from governance.ledger import Usage as LedgerUsage
+from governance.sink import UsageEvent
+from pricing.cost import Usage
+from routing.cel import get_engine
+from routing.engine import RoutingEngine
+
+logger = logging.getLogger(__name__)
+
+# path -> (operation, dialect)
+ROUTES: dict[str, tuple[str, str]] = {}
+for _prefix in ("/v1", "/openai/v1", "/openai"):
+    ROUTES[f"{_prefix}/chat/completions"] = ("chat", "openai")
+    ROUTES[f"{_prefix}/completions"] = ("completions", "openai")
+    ROUTES[f"{_prefix}/embeddings"] = ("embeddings", "openai")
+    ROUTES[f"{_prefix}/models"] = ("models", "openai")
+ROUTES["/anthropic/v1/messages"] = ("messages", "anthropic")
+ROUTES["/anthropic/v1/models"] = ("models", "anthropic")
+
+REQUEST_TYPES = {"chat": "chat_completion", "messages": "chat_completion",
+                 "completions": "text_completion", "embeddings": "embedding"}
+# Fields only the gateway reads; never sent upstream.
+GATEWAY_FIELDS = ("fallbacks",)
+SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache"),
+               ("x-accel-buffering", "no")]
+MAX_FALLBACKS = 10
+
+
+def _fail(field_name: str, problem: str) -> BadRequest:
+    return BadRequest(f"{field_name}: {problem}", fields={field_name: [problem]})
+
+
+def parse_body(raw: bytes, operation: str) -> dict[str, Any]:
+    """The JSON body, checked just enough to route, price and admit it; 400 naming the field."""
+    if not raw:
+        raise InvalidJSON("Request body is empty: send a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object")
+    model = body.get("model")
+    if model is None:
+        raise _fail("model", "required")
+    if not isinstance(model, str) or not model.strip():
+        raise _fail("model", "must be a non-empty string")
+    if len(model) > 256:
+        raise _fail("model", "longer than 256 characters")
+    if operation in ("chat", "messages"):
+        messages = body.get("messages")
+        if messages is None:
+            raise _fail("messages", "required")
+        if not isinstance(messages, list) or not messages:
+            raise _fail("messages", "must be a non-empty array")
+        for index, message in enumerate(messages):
+            if not isinstance(message, dict):
+                raise _fail(f"messages[{index}]", "must be an object")
+            if not isinstance(message.get("role"), str):
+                raise _fail(f"messages[{index}].role", "required string")
+    elif operation == "completions":
+        if "prompt" not in body:
+            raise _fail("prompt", "required")
+        if not isinstance(body["prompt"], str | list):
+            raise _fail("prompt", "must be a string or an array")
+    elif operation == "embeddings":
+        if "input" not in body:
+            raise _fail("input", "required")
+        if not isinstance(body["input"], str | list):
+            raise _fail("input", "must be a string or an array")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _fail("stream", "must be a boolean")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 1 or value > 10_000_000):
+            raise _fail(name, "must be an integer between 1 and 10000000")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise _fail("stream_options", "must be an object")
+    fallbacks = body.get("fallbacks")
+    if fallbacks is not None:
+        if not isinstance(fallbacks, list) or not all(isinstance(item, str) for item in fallbacks):
+            raise _fail("fallbacks", "must be an array of 'provider/model' strings")
+        if len(fallbacks) > MAX_FALLBACKS:
+            raise _fail("fallbacks", f"at most {MAX_FALLBACKS} entries")
+    return body
+
+
+@dataclass
+class Failure:
+    """A candidate that did not produce a response; ``response`` is the provider's own error
+    (status, body, headers) when there was one."""
+
+    error: GatewayError
+    response: tuple[int, bytes, list[tuple[str, str]]] | None = None
+    final: bool = False  # a 4xx the caller must see as is: no fallback
+
+
+@dataclass
+class Call:
+    """Everything about one inference request."""
+
+    scope: dict[str, Any]
+    receive: Receive
+    send: Send
+    started: float
+    request_id: str
+    ledger_id: str
+    headers: dict[str, str]
+    operation: str
+    dialect: str
+    base_headers: list[tuple[str, str]]
+    body: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    request_type: str = ""
+    snapshot: Any = None
+    key: Any = None
+    rule_id: str = ""
+    rule_name: str = ""
+    upstream_ms: float = 0.0
+    response_started: bool = False
+    prompt_tokens_estimate: int = 0
+
+    @property
+    def wants_usage_chunk(self) -> bool:
+        options = self.body.get("stream_options")
+        return isinstance(options, dict) and options.get("include_usage") is True
+
+
+class ProxyState:
+    """Per worker: the governance runtime, one pooled aiohttp session, breakers, stats."""
+
+    def __init__(self, runtime: Any, session: aiohttp.ClientSession, *, cors_origins: list[str],
+                 max_body_bytes: int, cel_engine: str, max_depth: Callable[[], int],
+                 rng: random.Random | None = None) -> None:
+        self.runtime = runtime
+        self.session = session
+        self.breakers = Breakers()
+        self.stats = RouteStats()
+        self.rng = rng or random.Random()
+        self.cors = Cors(cors_origins)
+        self.max_body_bytes = max_body_bytes
+        self.cel = get_engine(cel_engine)
+        self.max_depth = max_depth
+        self._engine_for: tuple[int, RoutingEngine] | None = None
+
+    def routing_engine(self, snapshot: Any) -> RoutingEngine:
+        cached = self._engine_for
+        if cached is not None and cached[0] == id(snapshot.routing):
+            return cached[1]
+        engine = RoutingEngine(snapshot.routing, engine=self.cel, max_depth=self.max_depth,
+                               rng=self.rng)
+        self._engine_for = (id(snapshot.routing), engine)
+        return engine
+
+
+def backoff_seconds(attempt: int, initial_ms: int, max_ms: int, rng: random.Random,
+                    retry_after: str | None = None) -> float:
+    """Exponential backoff with full jitter in [base/2, base]; a provider's ``retry-after``
+    is honoured when it is not longer than ``max_ms``."""
+    if retry_after:
+        with contextlib.suppress(ValueError):
+            seconds = float(retry_after)
+            if 0 <= seconds * 1000 <= max_ms:
+                return seconds
+    base = min(initial_ms * (2 ** attempt), max_ms) / 1000
+    return base / 2 + rng.random() * base / 2
+
+
+class InferenceApp:
+    def __init__(self) -> None:
+        self.state: ProxyState | None = None
+
+    # -- entry point ------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        headers = request_headers(scope)
+        request_id = request_id_from(headers)
+        path = scope["path"]
+        dialect = "anthropic" if path.startswith("/anthropic") else "openai"
+        state = self.state
+        origin = headers.get("origin")
+        cors_headers = state.cors.headers(origin) if state is not None and origin else []
+        base_headers = [("x-request-id", request_id), *cors_headers]
+        call = Call(scope=scope, receive=receive, send=send, started=started,
+                    request_id=request_id,
+                    ledger_id=request_id if request_id != headers.get("x-request-id")
+                    else uuid.uuid4().hex,
+                    headers=headers, operation="", dialect=dialect, base_headers=base_headers)
+        try:
+            if scope["method"] == "OPTIONS":
+                await self._preflight(call, state)
+                return
+            route = ROUTES.get(path.rstrip("/") or path)
+            if route is None:
+                raise NotFound(f"No inference route {scope['method']} {path}")
+            call.operation = route[0]
+            if state is None or state.runtime.snapshot is None:
+                raise GatewayError("The gateway is starting; try again shortly")
+            if call.operation == "models":
+                if scope["method"] != "GET":
+                    raise MethodNotAllowed(f"{path} accepts GET")
+                await self._models(call, state)
+            else:
+                if scope["method"] != "POST":
+                    raise MethodNotAllowed(f"{path} accepts POST")
+                await self._infer(call, state)
+        except GatewayError as error:
+            if not call.response_started:
+                await self._send_error(call, error)
+        except ConnectionAbortedError:
+            return
+
+    async def _send_error(self, call: Call, error: GatewayError) -> None:
+        call.response_started = True
+        headers = [*call.base_headers, *error_headers(error), self._overhead(call)]
+        await send_response(call.send, error.status_code, error_body(error, call.dialect), headers)
+
+    @staticmethod
+    def _overhead(call: Call) -> tuple[str, str]:
+        total_ms = (time.perf_counter() - call.started) * 1000
+        return ("x-gateway-overhead-ms", f"{max(total_ms - call.upstream_ms, 0.0):.3f}")
+
+    async def _preflight(self, call: Call, state: ProxyState | None) -> None:
+        origin = call.headers.get("origin")
+        if state is None or not state.cors.allowed(origin):
+            raise _CorsRefused()
+        call.response_started = True
+        headers = [("x-request-id", call.request_id), *state.cors.preflight_headers(
+            origin, call.headers.get("access-control-request-headers"))]
+        await call.send({"type": "http.response.start", "status": 204,
+                         "headers": encode_headers(headers)})
+        await call.send({"type": "http.response.body", "body": b""})
+
+    # -- GET /v1/models -----------------------------------------------------------------------
+
+    async def _models(self, call: Call, state: ProxyState) -> None:
+        runtime = state.runtime
+        snapshot = runtime.snapshot
+        key = runtime.governor.authenticate(snapshot, presented_key(call.headers))
+        names: list[tuple[str, str]] = []
+        pricer = snapshot.pricer
+        providers = snapshot.providers
+        configs = key.provider_configs.values() if key is not None else ()
+        for config in configs:
+            provider = providers.get(config.provider)
+            if provider is None or not provider.enabled:
+                continue
+            if config.allowed_models == ("*",):
+                catalog_id = pricer.catalog_provider_id(config.provider)
+                catalog = getattr(pricer, "_catalog", None)
+                if catalog_id and catalog is not None:
+                    names += [(f"{config.provider}/{model.model_id}", config.provider)
+                              for model in catalog.iter_models(catalog_id)]
+            else:
+                names += [(f"{config.provider}/{model}", config.provider)
+                          for model in config.allowed_models]
+        names += [(alias, "gateway") for alias in snapshot.aliases]
+        created = int(time.time())
+        data = [{"id": name, "object": "model", "created": created, "owned_by": owner}
+                for name, owner in dict(names).items()]
+        call.response_started = True
+        await send_response(call.send, 200, orjson.dumps({"object": "list", "data": data}),
+                            [*call.base_headers, self._overhead(call)])
+
+    # -- inference ------------------------------------------------------------------------------
+
+    async def _infer(self, call: Call, state: ProxyState) -> None:
+        raw = await read_body(call.receive, call.headers, state.max_body_bytes)
+        call.body = parse_body(raw, call.operation)
+        call.stream = call.body.get("stream") is True and call.operation != "embeddings"
+        base_type = REQUEST_TYPES[call.operation]
+        call.request_type = f"{base_type}_stream" if call.stream else base_type
+        runtime = state.runtime
+        governor: Governor = runtime.governor
+        snapshot = call.snapshot = runtime.snapshot
+        key = call.key = governor.authenticate(snapshot, presented_key(call.headers))
+        requested = call.body["model"]
+        query = _query(call.scope)
+        resolution = resolve(
+            snapshot, state.routing_engine(snapshot), key=key, requested=requested,
+            request_type=base_type, headers=call.headers, query=query,
+            capacity=governor.capacity(snapshot, key), stats=state.stats, rng=state.rng,
+            request_fallbacks=call.body.get("fallbacks") or ())
+        call.rule_id, call.rule_name = resolution.rule_id, resolution.rule_name
+        call.prompt_tokens_estimate = estimate_tokens(prompt_length(call.body))
+        denial: LimitExceeded | None = None
+        failure: Failure | None = None
+        last: tuple[Any, Any, Admission, int] | None = None
+        for index, candidate in enumerate(resolution.candidates):
+            provider = snapshot.providers.get(candidate.provider)
+            if provider is None or not provider.enabled:
+                failure = failure or Failure(NoProviderAvailable(
+                    f"Provider '{candidate.provider}' is not configured or disabled"))
+                continue
+            try:
+                config = governor.authorize(key, candidate.provider, candidate.model)
+            except GatewayError:
+                if index == 0:
+                    raise
+                continue
+            limits = governor.limits_for(snapshot, key, candidate.provider, candidate.model)
+            max_tokens = call.body.get("max_tokens") or call.body.get("max_completion_tokens")
+            reservation = governor.reservation(
+                snapshot.pricer, provider=candidate.provider, model=candidate.model,
+                request_type=base_type, prompt_tokens=call.prompt_tokens_estimate,
+                max_output_tokens=0 if call.operation == "embeddings" else max_tokens,
+                virtual_key_id=key.id if key is not None else None)
+            admission_id = call.ledger_id if index == 0 else f"{call.ledger_id}#{index}"
+            try:
+                admission = await governor.admit(admission_id, limits, reservation)
+            except LimitExceeded as exc:
+                denial = denial or exc
+                continue
+            state.stats.started(candidate.provider, candidate.model)
+            outcome: Failure | None = None
+            upstream_started = time.perf_counter()
+            try:
+                outcome = await self._try_candidate(call, state, candidate, provider, config,
+                                                    admission, index)
+            except BaseException:
+                await governor.release(admission)
+                raise
+            finally:
+                latency = (time.perf_counter() - upstream_started) * 1000
+                state.stats.finished(candidate.provider, candidate.model,
+                                     latency if outcome is None else None)
+            if outcome is None:
+                return  # answered, settled and recorded
+            failure = outcome
+            last = (candidate, provider, admission, index)
+            if outcome.final:
+                break
+            if index < len(resolution.candidates) - 1:
+                await governor.release(admission)
+                last = None
+        if last is None:
+            if denial is not None:
+                raise denial
+            raise failure.error if failure is not None else NoProviderAvailable()
+        assert failure is not None
+        candidate, provider, admission, index = last
+        await self._finish_failure(call, state, candidate, provider, admission, index, failure)
+
+    async def _finish_failure(self, call: Call, state: ProxyState, candidate: Any,
+                              provider: Any, admission: Admission, index: int,
+                              failure: Failure) -> None:
+        """The last candidate failed: answer with its error, settle (the request counts) and
+        record it."""
+        if failure.response is not None and failure.final:
+            status, body, upstream_headers = failure.response
+            headers = [*call.base_headers, *self._route_headers(call, candidate, index),
+                       *forwarded_headers(upstream_headers), self._overhead(call)]
+            call.response_started = True
+            await send_response(call.send, status, body, headers)
+        else:
+            error = failure.error
+            await self._send_error(call, error)
+            status = error.status_code
+        await state.runtime.governor.settle(admission, LedgerUsage())
+        await self._record(call, state, candidate, index, status=status,
+                           error_type=failure.error.code, usage=None, cost_nanos=0,
+                           priced=True, provider_key_id="")
+
+    # -- one candidate: keys, retries, breaker ---------------------------------------------
+
+    def _eligible_keys(self, provider: Any, config: Any, candidate: Any) -> list[Any]:
+        keys = []
+        for key in provider.keys:
+            if not key.enabled:
+                continue
+            if candidate.key_id and key.id != candidate.key_id:
+                continue
+            if key.allowed_models and key.allowed_models != ("*",) and \
+                    candidate.model not in key.allowed_models:
+                continue
+            if config is not None and not config.allow_all_keys and key.id not in config.key_ids:
+                continue
+            keys.append(key)
+        return keys
+
+    def _upstream_body(self, call: Call, provider: Any, model: str) -> bytes:
+        body = call.body
+        if call.operation == "chat" and provider.kind == "anthropic":
+            translated = translation.chat_to_messages_request(body, model=model)
+            return orjson.dumps(translated)
+        if call.operation == "messages" and provider.kind in OPENAI_KINDS:
+            translated = translation.messages_to_chat_request(body, model=model)
+            return orjson.dumps(translated)
+        outgoing = {name: value for name, value in body.items() if name not in GATEWAY_FIELDS}
+        outgoing["model"] = model
+        if call.stream and provider.kind in OPENAI_KINDS:
+            options = outgoing.get("stream_options")
+            outgoing["stream_options"] = {**(options if isinstance(options, dict) else {}),
+                                          "include_usage": True}
+        return orjson.dumps(outgoing)
+
+    async def _try_candidate(self, call: Call, state: ProxyState, candidate: Any, provider: Any,
+                             config: Any, admission: Admission, index: int) -> Failure | None:
+        keys = self._eligible_keys(provider, config, candidate)
+        if not keys:
+            return Failure(NoProviderAvailable(
+                f"No enabled key of provider '{provider.name}' may serve '{candidate.model}'"))
+        try:
+            body = self._upstream_body(call, provider, candidate.model)
+        except translation.TranslationError as exc:
+            return Failure(BadRequest(str(exc)), final=True)
+        ordered = weighted_order([(key, key.weight) for key in keys], state.rng)
+        timeout = aiohttp.ClientTimeout(total=provider.total_timeout_ms / 1000,
+                                        sock_connect=provider.connect_timeout_ms / 1000,
+                                        sock_read=provider.idle_timeout_ms / 1000)
+        first_byte_s = provider.first_byte_timeout_ms / 1000
+        rejected: set[str] = set()
+        attempt = 0
+        last: Failure = Failure(NoProviderAvailable(
+            f"Every key of provider '{provider.name}' has an open circuit"))
+        while True:
+            now = state.breakers.clock()
+            key = breaker = None
+            for option in ordered:
+                if option.id in rejected:
+                    continue
+                candidate_breaker = state.breakers.get(option.id, provider.failure_threshold,
+                                                       provider.open_seconds)
+                if candidate_breaker.allow(now):
+                    key, breaker = option, candidate_breaker
+                    break
+            if key is None or breaker is None:
+                return last
+            try:
+                request = upstream_request(provider.kind, provider.base_url, provider.api_version,
+                                           key.value, upstream_operation(call.operation,
+                                                                         provider.kind),
+                                           candidate.model, call.request_id, call.headers)
+            except UnsupportedOperation as exc:
+                breaker.cancel_probe()
+                return Failure(BadRequest(str(exc)), final=True)
+            sent_at = time.perf_counter()
+            retry_after = None
+            try:
+                response = await asyncio.wait_for(
+                    state.session.post(request.url, data=body, headers=request.headers,
+                                       timeout=timeout), first_byte_s)
+            except TimeoutError:
+                call.upstream_ms += (time.perf_counter() - sent_at) * 1000
+                breaker.failure(state.breakers.clock())
+                last = Failure(UpstreamTimeout(
+                    f"Provider '{provider.name}' did not answer within "
+                    f"{provider.first_byte_timeout_ms} ms"))
+            except (aiohttp.ClientError, OSError) as exc:
+                call.upstream_ms += (time.perf_counter() - sent_at) * 1000
+                breaker.failure(state.breakers.clock())
+                last = Failure(UpstreamError(
+                    f"Provider '{provider.name}' could not be reached: {type(exc).__name__}"))
+            else:
+                status = response.status
+                if status < 400:
+                    result = await self._deliver(call, state, candidate, provider, key, breaker,
+                                                 response, admission, index, sent_at)
+                    if result is None:
+                        return None
+                    last = result
+                else:
+                    try:
+                        payload = await response.read()
+                    except (aiohttp.ClientError, OSError, TimeoutError):
+                        payload = b""
+                    finally:
+                        response.release()
+                    call.upstream_ms += (time.perf_counter() - sent_at) * 1000
+                    upstream = (status, payload, list(response.headers.items()))
+                    if status in (401, 403):
+                        breaker.cancel_probe()
+                        rejected.add(key.id)
+                        last = Failure(UpstreamError(
+                            f"Provider '{provider.name}' rejected its API key "
+                            f"'{key.name}' ({status})"))
+                        continue  # rotate to another key; not a retry
+                    if status == 429 or status >= 500:
+                        if status >= 500:
+                            breaker.failure(state.breakers.clock())
+                        else:
+                            breaker.cancel_probe()
+                        retry_after = response.headers.get("retry-after")
+                        error = UpstreamError(
+                            f"Provider '{provider.name}' answered {status}")
+                        error.status_code = 429 if status == 429 else 502  # type: ignore[misc]
+                        last = Failure(error, upstream)
+                    else:
+                        breaker.success()
+                        return Failure(UpstreamError(f"Provider answered {status}"), upstream,
+                                       final=True)
+            if attempt >= provider.max_retries:
+                return last
+            await asyncio.sleep(backoff_seconds(attempt, provider.backoff_initial_ms,
+                                                provider.backoff_max_ms, state.rng, retry_after))
+            attempt += 1
+
+    # -- responses ------------------------------------------------------------------------------
+
+    def _route_headers(self, call: Call, candidate: Any, index: int) -> list[tuple[str, str]]:
+        return [("x-gateway-provider", candidate.provider),
+                ("x-gateway-model", candidate.model),
+                ("x-gateway-routing-rule", call.rule_name),
+                ("x-gateway-fallback-index", str(index))]
+
+    async def _deliver(self, call: Call, state: ProxyState, candidate: Any, provider: Any,
+                       key: Any, breaker: Any, response: aiohttp.ClientResponse,
+                       admission: Admission, index: int, sent_at: float) -> Failure | None:
+        if call.stream:
+            return await self._deliver_stream(call, state, candidate, provider, key, breaker,
+                                              response, admission, index, sent_at)
+        try:
+            payload = await response.read()
+        except TimeoutError:
+            breaker.failure(state.breakers.clock())
+            return Failure(UpstreamTimeout(f"Provider '{provider.name}' stopped sending"))
+        except (aiohttp.ClientError, OSError) as exc:
+            breaker.failure(state.breakers.clock())
+            return Failure(UpstreamError(
+                f"Provider '{provider.name}' dropped the response: {type(exc).__name__}"))
+        finally:
+            response.release()
+        call.upstream_ms += (time.perf_counter() - sent_at) * 1000
+        try:
+            data = orjson.loads(payload)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            breaker.failure(state.breakers.clock())
+            return Failure(UpstreamError(
+                f"Provider '{provider.name}' returned a body that is not a JSON object"))
+        breaker.success()
+        if provider.kind == "anthropic":
+            usage = anthropic_usage(data.get("usage"))
+        else:
+            usage = openai_usage(data.get("usage"))
+        if call.operation == "chat" and provider.kind == "anthropic":
+            payload = orjson.dumps(translation.messages_to_chat_response(
+                data, model=candidate.model))
+        elif call.operation == "messages" and provider.kind in OPENAI_KINDS:
+            payload = orjson.dumps(translation.chat_to_messages_response(
+                data, model=candidate.model))
+        cost = self._cost(call, candidate, key, usage)
+        headers = [*call.base_headers, *self._route_headers(call, candidate, index),
+                   ("x-gateway-cost-usd", _dollars(cost.total_nanos)),
+                   *state.runtime.governor.rate_limit_headers(admission),
+                   *forwarded_headers(response.headers.items()), self._overhead(call)]
+        call.response_started = True
+        await send_response(call.send, 200, payload, headers)
+        await self._settle(call, state, candidate, index, key, admission, usage, cost,
+                           status=200, error_type="")
+        return None
+
+    def _cost(self, call: Call, candidate: Any, key: Any, usage: Usage | None) -> Any:
+        return call.snapshot.pricer.quote(
+            usage or Usage(), candidate.provider, candidate.model, call.request_type,
+            call.key.id if call.key is not None else None, key.id)
+
+    async def _settle(self, call: Call, state: ProxyState, candidate: Any, index: int, key: Any,
+                      admission: Admission, usage: Usage | None, cost: Any, *, status: int,
+                      error_type: str) -> None:
+        tokens = (usage.input_tokens + usage.output_tokens) if usage is not None else 0
+        await state.runtime.governor.settle(admission, LedgerUsage(cost_nanos=cost.total_nanos,
+                                                                   tokens=tokens))
+        await self._record(call, state, candidate, index, status=status, error_type=error_type,
+                           usage=usage, cost_nanos=cost.total_nanos, priced=cost.priced,
+                           provider_key_id=key.id)
+
+    async def _record(self, call: Call, state: ProxyState, candidate: Any, index: int, *,
+                      status: int, error_type: str, usage: Usage | None, cost_nanos: int,
+                      priced: bool, provider_key_id: str) -> None:
+        key = call.key
+        identity = key.identity if key is not None else None
+        total_ms = (time.perf_counter() - call.started) * 1000
+        customer_id = identity.effective_customer[0] if identity is not None else ""
+        event = UsageEvent(
+            request_id=call.ledger_id, created_at=time.time(), provider=candidate.provider,
+            requested_model=call.body.get("model", ""), resolved_model=candidate.model,
+            request_type=call.request_type, status_code=status,
+            virtual_key_id=key.id if key is not None else None,
+            virtual_key_name=key.name if key is not None else "",
+            team_id=(identity.team_id or None) if identity is not None else None,
+            customer_id=customer_id or None, provider_key_id=provider_key_id or None,
+            is_stream=call.stream, error_type=error_type,
+            prompt_tokens=usage.input_tokens if usage else 0,
+            completion_tokens=usage.output_tokens if usage else 0,
+            cached_tokens=usage.cached_read_tokens if usage else 0,
+            cache_write_tokens=usage.cache_write_tokens if usage else 0,
+            reasoning_tokens=usage.reasoning_tokens if usage else 0,
+            cost_nanos=cost_nanos, priced=priced, latency_ms=total_ms,
+            overhead_ms=max(total_ms - call.upstream_ms, 0.0),
+            routing_rule_id=call.rule_id or None, routing_rule_name=call.rule_name,
+            fallback_index=index)
+        try:
+            await state.runtime.sink.emit(event)
+        except Exception:  # the sink buffers on its own; never fail an answered request
+            logger.exception("usage event for %s could not be emitted", call.ledger_id)
+
+    # -- streaming ------------------------------------------------------------------------------
+
+    async def _deliver_stream(self, call: Call, state: ProxyState, candidate: Any, provider: Any,
+                              key: Any, breaker: Any, response: aiohttp.ClientResponse,
+                              admission: Admission, index: int,
+                              sent_at: float) -> Failure | None:
+        relay = StreamRelay(call, provider.kind)
+        reader = response.content
+        # Read until the first event is ready: failures up to here can still be retried.
+        try:
+            async with asyncio.timeout(provider.first_byte_timeout_ms / 1000):
+                while not relay.output and not relay.done:
+                    chunk = await reader.readany()
+                    if not chunk:
+                        relay.end()
+                        break
+                    relay.feed(chunk)
+        except TimeoutError:
+            response.close()
+            breaker.failure(state.breakers.clock())
+            return Failure(UpstreamTimeout(
+                f"Provider '{provider.name}' sent no stream data within "
+                f"{provider.first_byte_timeout_ms} ms"))
+        except (aiohttp.ClientError, OSError) as exc:
+            response.close()
+            breaker.failure(state.breakers.clock())
+            return Failure(UpstreamError(
+                f"Provider '{provider.name}' dropped the stream: {type(exc).__name__}"))
+        if not relay.output:
+            response.close()
+            breaker.failure(state.breakers.clock())
+            return Failure(UpstreamError(f"Provider '{provider.name}' sent an empty stream"))
+        breaker.success()
+        headers = [*call.base_headers, *self._route_headers(call, candidate, index),
+                   *state.runtime.governor.rate_limit_headers(admission),
+                   *[(name, value) for name, value in forwarded_headers(response.headers.items())
+                     if name not in ("content-type", "cache-control")],
+                   *SSE_HEADERS, self._overhead(call)]
+        call.response_started = True
+        status, error_type = 200, ""
+        disconnected = asyncio.Event()
+
+        async def watch() -> None:
+            while True:
+                message = await call.receive()
+                if message["type"] == "http.disconnect":
+                    disconnected.set()
+                    return
+
+        async def pump() -> None:
+            await call.send({"type": "http.response.start", "status": 200,
+                             "headers": encode_headers(headers)})
+            await call.send({"type": "http.response.body", "body": relay.take(),
+                             "more_body": True})
+            while not relay.done:
+                chunk = await reader.readany()
+                if not chunk:
+                    relay.end()
+                else:
+                    relay.feed(chunk)
+                out = relay.take()
+                if out:
+                    await call.send({"type": "http.response.body", "body": out,
+                                     "more_body": True})
+            await call.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        watcher = asyncio.ensure_future(watch())
+        pumping = asyncio.ensure_future(pump())
+        try:
+            await asyncio.wait({watcher, pumping}, return_when=asyncio.FIRST_COMPLETED)
+            if not pumping.done():
+                pumping.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pumping
+                status, error_type = 499, "client_disconnected"
+            elif pumping.exception() is not None:
+                exc = pumping.exception()
+                if isinstance(exc, (aiohttp.ClientError, OSError, TimeoutError)):
+                    status, error_type = 502, "upstream_stream_error"
+                    logger.warning("stream %s from %s broke: %r", call.request_id,
+                                   provider.name, exc)
+                    with contextlib.suppress(Exception):
+                        await call.send({"type": "http.response.body",
+                                         "body": relay.error_event(provider.name),
+                                         "more_body": False})
+                else:
+                    status, error_type = 499, "client_disconnected"
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            response.close()
+        usage = relay.usage_or_estimate(call.prompt_tokens_estimate)
+        cost = self._cost(call, candidate, key, usage)
+        call.upstream_ms = max((time.perf_counter() - sent_at) * 1000, call.upstream_ms)
+        await self._settle(call, state, candidate, index, key, admission, usage, cost,
+                           status=status, error_type=error_type)
+        return None
+
+
+class StreamRelay:
+    """Turns upstream SSE bytes into what the client gets, reading usage on the way.
+
+    Pass-through streams forward each upstream event unchanged (the usage-only chunk the
+    gateway asked for is dropped when the client did not ask for it); translated streams
+    re-encode every event in the client's dialect.
+    """
+
+    def __init__(self, call: Call, provider_kind: str) -> None:
+        self.parser = SSEParser()
+        self.anthropic_upstream = provider_kind == "anthropic"
+        self.openai_client = call.operation != "messages"
+        self.client_wants_usage = call.wants_usage_chunk
+        self.to_chat = (translation.MessagesStreamToChat(model=call.body["model"])
+                        if self.openai_client and self.anthropic_upstream else None)
+        self.to_messages = (translation.ChatStreamToMessages(model=call.body["model"])
+                            if not self.openai_client and not self.anthropic_upstream else None)
+        self.usage: Usage | None = None
+        self.text_chars = 0
+        self.output: list[bytes] = []
+        self.done = False
+        self._finished_translation = False
+
+    def feed(self, chunk: bytes) -> None:
+        for raw, event, data in self.parser.feed(chunk):
+            self._event(raw, event, data)
+
+    def end(self) -> None:
+        for raw, event, data in self.parser.flush():
+            self._event(raw, event, data)
+        self._finish_translation()
+        self.done = True
+
+    def take(self) -> bytes:
+        if not self.output:
+            return b""
+        out = b"".join(self.output)
+        self.output.clear()
+        return out
+
+    def _event(self, raw: bytes, event: str | None, data: str) -> None:
+        if data == "[DONE]":
+            self._finish_translation()
+            if self.to_messages is None:
+                self.output.append(raw)
+            return
+        try:
+            payload = orjson.loads(data) if data else {}
+        except orjson.JSONDecodeError:
+            self.output.append(raw)
+            return
+        if not isinstance(payload, dict):
+            self.output.append(raw)
+            return
+        if self.anthropic_upstream:
+            self._read_anthropic(event or payload.get("type", ""), payload)
+        else:
+            self._read_openai(payload)
+        if self.to_chat is not None:
+            kind = event or payload.get("type", "")
+            for chunk in self.to_chat.feed(kind, payload):
+                self.output.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            if kind == "message_stop":
+                self._finish_translation()
+        elif self.to_messages is not None:
+            for name, item in self.to_messages.feed(payload):
+                self.output.append(translation.sse_event(name, item))
+        elif (not self.anthropic_upstream and not self.client_wants_usage
+              and payload.get("choices") == [] and "usage" in payload):
+            return  # the usage chunk only the gateway asked for
+        else:
+            self.output.append(raw)
+
+    def _finish_translation(self) -> None:
+        if self._finished_translation:
+            return
+        if self.to_chat is not None:
+            self._finished_translation = True
+            if self.client_wants_usage:
+                self.output.append(b"data: " + orjson.dumps(self.to_chat.usage_chunk())
+                                   + b"\n\n")
+            self.output.append(b"data: [DONE]\n\n")
+        elif self.to_messages is not None:
+            self._finished_translation = True
+            for name, item in self.to_messages.finish():
+                self.output.append(translation.sse_event(name, item))
+
+    def _read_openai(self, payload: dict[str, Any]) -> None:
+        usage = payload.get("usage")
+        if usage:
+            self.usage = merge_usage(self.usage, openai_usage(usage))
+        choices = payload.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict):
+                    delta = choice.get("delta") or {}
+                    text = delta.get("content") if isinstance(delta, dict) else None
+                    if text is None:
+                        text = choice.get("text")
+                    if isinstance(text, str):
+                        self.text_chars += len(text)
+
+    def _read_anthropic(self, kind: str, payload: dict[str, Any]) -> None:
+        if kind == "message_start":
+            message = payload.get("message")
+            if isinstance(message, dict):
+                self.usage = merge_usage(self.usage, anthropic_usage(message.get("usage")))
+        elif kind == "message_delta":
+            update = payload.get("usage")
+            if isinstance(update, dict):
+                current = self.usage
+                merged = anthropic_usage(update)
+                if current is not None and merged is not None and not update.get("input_tokens"):
+                    merged = Usage(input_tokens=current.input_tokens,
+                                   cached_read_tokens=current.cached_read_tokens,
+                                   cache_write_tokens=current.cache_write_tokens,
+                                   output_tokens=merged.output_tokens)
+                self.usage = merge_usage(current, merged)
+        elif kind == "content_block_delta":
+            delta = payload.get("delta")
+            if isinstance(delta, dict):
+                text = delta.get("text") or delta.get("partial_json") or delta.get("thinking")
+                if isinstance(text, str):
+                    self.text_chars += len(text)
+
+    def usage_or_estimate(self, prompt_estimate: int) -> Usage:
+        """Usage the upstream reported; otherwise counted from the streamed text."""
+        usage = self.usage
+        if usage is not None and usage.output_tokens:
+            return usage
+        completion = estimate_tokens(self.text_chars)
+        prompt = usage.input_tokens if usage is not None and usage.input_tokens else prompt_estimate
+        return Usage(input_tokens=prompt,
+                     cached_read_tokens=usage.cached_read_tokens if usage else 0,
+                     output_tokens=completion)
+
+    def error_event(self, provider_name: str) -> bytes:
+        message = f"Provider '{provider_name}' stream ended unexpectedly"
+        if self.openai_client:
+            return b"data: " + orjson.dumps({"error": {"message": message,
+                                                       "type": "api_error",
+                                                       "code": "upstream_error"}}) + b"\n\n"
+        return translation.sse_event("error", {"type": "error", "error": {
+            "type": "api_error", "message": message}})
+
+
+class _CorsRefused(GatewayError):
+    status_code = 403
+    code = "cors_origin_not_allowed"
+    type = "permission_error"
+    message = "This origin is not allowed (GATEWAY_CORS_ORIGINS)"
+
+
+def upstream_operation(operation: str, provider_kind: str) -> str:
+    """What the provider is asked for: chat and messages translate into each other."""
+    if operation == "chat" and provider_kind == "anthropic":
+        return "messages"
+    if operation == "messages" and provider_kind in OPENAI_KINDS:
+        return "chat"
+    return operation
+
+
+def _dollars(nanos: int) -> str:
+    text = f"{nanos / 1_000_000_000:.9f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def _query(scope: dict[str, Any]) -> dict[str, str]:
+    raw = scope.get("query_string") or b""
+    if not raw:
+        return {}
+    from urllib.parse import parse_qsl
+
+    return dict(parse_qsl(raw.decode("latin-1")))

@@ -1,0 +1,142 @@
+"""ASGI plumbing for the data plane: request ids, bodies, responses, errors, CORS (pure)."""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from gateway.errors import GatewayError, LimitExceeded, PayloadTooLarge
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# Never forwarded from a provider to the client: hop-by-hop, framing we recompute, and
+# anything that carries or sets credentials.
+DROPPED_RESPONSE_HEADERS = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "trailers", "transfer-encoding", "upgrade", "content-length", "content-encoding",
+    "set-cookie", "authorization", "www-authenticate", "api-key", "x-api-key", "cookie",
+    "x-request-id", "date", "server", "alt-svc",
+})
+EXPOSED_HEADERS = ("x-request-id, x-gateway-provider, x-gateway-model, x-gateway-routing-rule, "
+                   "x-gateway-fallback-index, x-gateway-cost-usd, x-gateway-overhead-ms, "
+                   "x-ratelimit-limit-requests, x-ratelimit-remaining-requests, "
+                   "x-ratelimit-reset-requests, x-ratelimit-limit-tokens, "
+                   "x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, retry-after")
+
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+    429: "rate_limit_error", 503: "overloaded_error", 504: "timeout_error",
+}
+
+
+def request_headers(scope: Mapping[str, Any]) -> dict[str, str]:
+    """Lower-case header names (ASGI gives them lower-cased already); last value wins."""
+    return {name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope["headers"]}
+
+
+def request_id_from(headers: Mapping[str, str]) -> str:
+    candidate = headers.get("x-request-id", "")
+    if candidate and REQUEST_ID.fullmatch(candidate):
+        return candidate
+    return uuid.uuid4().hex
+
+
+async def read_body(receive: Receive, headers: Mapping[str, str], max_bytes: int) -> bytes:
+    """The whole request body, or 413 as soon as it is known to be over ``max_bytes``."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"Request body is larger than {max_bytes // (1024 * 1024)} MB")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionAbortedError("client disconnected while sending the body")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(
+                    f"Request body is larger than {max_bytes // (1024 * 1024)} MB")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+
+def encode_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("latin-1"), value.encode("latin-1", "replace"))
+            for name, value in headers]
+
+
+async def send_response(send: Send, status: int, body: bytes,
+                        headers: Iterable[tuple[str, str]],
+                        content_type: str = "application/json") -> None:
+    raw = encode_headers(headers)
+    raw.append((b"content-type", content_type.encode("latin-1")))
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_body(error: GatewayError, dialect: str) -> bytes:
+    if dialect == "anthropic":
+        return orjson.dumps({"type": "error", "error": {
+            "type": ANTHROPIC_ERROR_TYPES.get(error.status_code, "api_error"),
+            "message": error.detail}})
+    return orjson.dumps({"error": {"message": error.detail, "type": error.type,
+                                   "code": error.code, "param": _param(error)}})
+
+
+def _param(error: GatewayError) -> str | None:
+    return next(iter(error.fields), None) if error.fields else None
+
+
+def error_headers(error: GatewayError) -> list[tuple[str, str]]:
+    headers = [("x-gateway-error", error.code)]
+    if isinstance(error, LimitExceeded) or error.status_code in (429, 503):
+        seconds = getattr(error, "retry_after_seconds", 1.0) or 1.0
+        headers.append(("retry-after", str(max(math.ceil(seconds), 1))))
+    return headers
+
+
+def forwarded_headers(upstream: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(name.lower(), value) for name, value in upstream
+            if name.lower() not in DROPPED_RESPONSE_HEADERS]
+
+
+class Cors:
+    """Allowed origins from ``GATEWAY_CORS_ORIGINS`` (``*`` allows any)."""
+
+    def __init__(self, origins: Iterable[str]) -> None:
+        self.origins = frozenset(origin.rstrip("/") for origin in origins)
+        self.any = "*" in self.origins
+
+    def allowed(self, origin: str | None) -> bool:
+        return bool(origin) and (self.any or origin.rstrip("/") in self.origins)  # type: ignore[union-attr]
+
+    def headers(self, origin: str | None) -> list[tuple[str, str]]:
+        if not self.allowed(origin):
+            return []
+        return [("access-control-allow-origin", origin or "*"),
+                ("access-control-expose-headers", EXPOSED_HEADERS), ("vary", "origin")]
+
+    def preflight_headers(self, origin: str | None,
+                          requested_headers: str | None) -> list[tuple[str, str]]:
+        return [
+            ("access-control-allow-origin", origin or "*"),
+            ("access-control-allow-methods", "GET, POST, OPTIONS"),
+            ("access-control-allow-headers", requested_headers or
+             "authorization, content-type, x-api-key, api-key, anthropic-version, "
+             "anthropic-beta, x-request-id"),
+            ("access-control-max-age", "600"),
+            ("vary", "origin"),
+        ]

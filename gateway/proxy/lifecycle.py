@@ -1,0 +1,42 @@
+"""Start and stop the data plane of one worker: governance runtime + upstream session."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from gateway.conf import gateway_settings
+from gateway.proxy.app import InferenceApp, ProxyState
+from governance.runtime import GovernanceRuntime
+
+# Connections per upstream host kept open for reuse; 0 would mean unlimited.
+CONNECTION_LIMIT = 1000
+
+
+def new_session() -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=CONNECTION_LIMIT, ttl_dns_cache=300,
+                                     enable_cleanup_closed=True)
+    return aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                 skip_auto_headers=("User-Agent",))
+
+
+async def start_data_plane(app: InferenceApp, runtime: GovernanceRuntime | None = None) -> None:
+    runtime = runtime or GovernanceRuntime.from_settings()
+    await runtime.start()
+    app.state = ProxyState(
+        runtime, new_session(),
+        cors_origins=list(gateway_settings.CORS_ORIGINS),
+        max_body_bytes=gateway_settings.MAX_BODY_MB * 1024 * 1024,
+        cel_engine=gateway_settings.CEL_ENGINE,
+        max_depth=lambda: gateway_settings.ROUTING_MAX_DEPTH,
+    )
+
+
+async def stop_data_plane(app: InferenceApp) -> None:
+    state = app.state
+    if state is None:
+        return
+    app.state = None
+    try:
+        await state.runtime.stop()
+    finally:
+        await state.session.close()

@@ -1,0 +1,254 @@
+"""The official OpenAI and Anthropic SDKs, unmodified, against the gateway."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from governance.models import UsageRecord
+from tests.factories import BudgetFactory, RateLimitFactory
+
+
+def openai_client(gateway, secret, **kwargs):
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=secret, max_retries=0, **kwargs)
+
+
+def anthropic_client(gateway, secret):
+    return anthropic.Anthropic(base_url=f"{gateway.url}/anthropic", api_key=secret,
+                               max_retries=0)
+
+
+def records():
+    return list(UsageRecord.objects.order_by("created_at"))
+
+
+def test_chat_completion(gateway, world):
+    with openai_client(gateway, world["secret"]) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="mock/gpt-4o-mini", messages=[{"role": "user", "content": "Hello there"}])
+    completion = raw.parse()
+    assert completion.choices[0].message.content
+    assert completion.usage.prompt_tokens > 0
+    headers = raw.headers
+    assert headers["x-gateway-provider"] == "mock"
+    assert headers["x-gateway-model"] == "gpt-4o-mini"
+    assert headers["x-gateway-fallback-index"] == "0"
+    assert Decimal(headers["x-gateway-cost-usd"]) > 0
+    assert float(headers["x-gateway-overhead-ms"]) >= 0
+    assert len(headers["x-request-id"]) == 32
+    upstream = world["mock"].requests[-1]
+    assert upstream.headers["authorization"] == "Bearer mock-ok"
+    assert upstream.headers["x-request-id"] == headers["x-request-id"]
+    gateway.flush()
+    [record] = records()
+    assert record.request_id == headers["x-request-id"]
+    assert (record.provider, record.resolved_model, record.status_code) == \
+        ("mock", "gpt-4o-mini", 200)
+    assert record.prompt_tokens == completion.usage.prompt_tokens
+    assert record.completion_tokens == completion.usage.completion_tokens
+    assert record.cost == Decimal(headers["x-gateway-cost-usd"])
+    assert str(record.team_id) == str(world["team"].id)
+    assert str(record.customer_id) == str(world["customer"].id)
+
+
+def test_client_request_id_is_echoed_and_forwarded(gateway, world):
+    with openai_client(gateway, world["secret"]) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="mock/gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
+            extra_headers={"x-request-id": "trace-42"})
+    assert raw.headers["x-request-id"] == "trace-42"
+    assert world["mock"].requests[-1].headers["x-request-id"] == "trace-42"
+
+
+def test_stream_with_usage(gateway, world):
+    with openai_client(gateway, world["secret"]) as client:
+        stream = client.chat.completions.create(
+            model="mock/gpt-4o-mini", messages=[{"role": "user", "content": "Stream please"}],
+            stream=True, stream_options={"include_usage": True})
+        chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    gateway.flush()
+    [record] = records()
+    assert record.is_stream and record.completion_tokens == chunks[-1].usage.completion_tokens
+
+
+def test_stream_without_usage_hides_the_usage_chunk_but_bills_it(gateway, world):
+    with openai_client(gateway, world["secret"]) as client:
+        chunks = list(client.chat.completions.create(
+            model="mock/gpt-4o-mini", messages=[{"role": "user", "content": "Stream"}],
+            stream=True))
+    assert all(chunk.usage is None for chunk in chunks)
+    assert world["mock"].requests[-1].json["stream_options"] == {"include_usage": True}
+    gateway.flush()
+    [record] = records()
+    assert record.completion_tokens > 0 and record.cost > 0
+
+
+def test_embeddings_and_models(gateway, world):
+    with openai_client(gateway, world["secret"]) as client:
+        result = client.embeddings.create(model="mock/text-embedding-3-small", input="hello")
+        models = [model.id for model in client.models.list()]
+    assert len(result.data[0].embedding) > 0
+    assert result.usage.prompt_tokens > 0
+    assert "mock/gpt-4o-mini" in models
+    assert any(name.startswith("claude/claude") for name in models)
+
+
+def test_completions(gateway, world):
+    with openai_client(gateway, world["secret"]) as client:
+        result = client.completions.create(model="mock/gpt-4o-mini", prompt="Say hi")
+    assert result.choices[0].text
+
+
+@pytest.mark.parametrize(("secret", "exception", "code"), [
+    ("", openai.AuthenticationError, "virtual_key_required"),
+    ("sk-gw-nope", openai.AuthenticationError, "virtual_key_not_found"),
+])
+def test_authentication_errors(gateway, world, secret, exception, code):
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=secret or "placeholder",
+                           max_retries=0,
+                           default_headers={"authorization": ""} if not secret else None)
+    with client, pytest.raises(exception) as caught:
+        client.chat.completions.create(model="mock/gpt-4o-mini",
+                                       messages=[{"role": "user", "content": "x"}])
+    assert caught.value.code == code
+    assert caught.value.response.headers["x-request-id"]
+
+
+def test_blocked_model_is_403(gateway, world):
+    config = world["key"].provider_configs.get(provider=world["openai"])
+    config.allowed_models = ["gpt-4o"]
+    config.save()
+    gateway.reload()
+    with openai_client(gateway, world["secret"]) as client, \
+            pytest.raises(openai.PermissionDeniedError) as caught:
+        client.chat.completions.create(model="mock/gpt-4o-mini",
+                                       messages=[{"role": "user", "content": "x"}])
+    assert caught.value.code == "model_blocked"
+    assert world["mock"].requests == []
+
+
+def test_budget_exceeded_is_402(gateway, world):
+    BudgetFactory(team=world["team"], max_limit=Decimal("0.000001"), reset_duration="1d")
+    gateway.reload()
+    with openai_client(gateway, world["secret"]) as client:
+        client.chat.completions.create(model="mock/gpt-4o-mini",
+                                       messages=[{"role": "user", "content": "x" * 400}])
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="mock/gpt-4o-mini",
+                                           messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == 402
+    assert caught.value.code == "budget_exceeded"
+    assert 'team "research" budget 1d: $0.0000' in caught.value.message
+    assert len(world["mock"].requests) == 1
+
+
+def test_request_limit_is_429_with_retry_after(gateway, world):
+    RateLimitFactory(virtual_key=world["key"], request_max_limit=2, request_reset_duration="1h",
+                     token_max_limit=None, token_reset_duration=None)
+    gateway.reload()
+    with openai_client(gateway, world["secret"]) as client:
+        for _ in range(2):
+            raw = client.chat.completions.with_raw_response.create(
+                model="mock/gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+        assert raw.headers["x-ratelimit-limit-requests"] == "2"
+        assert raw.headers["x-ratelimit-remaining-requests"] == "0"
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(model="mock/gpt-4o-mini",
+                                           messages=[{"role": "user", "content": "x"}])
+    assert caught.value.code == "request_limited"
+    assert 0 < int(caught.value.response.headers["retry-after"]) <= 3600
+
+
+def test_anthropic_messages_native(gateway, world):
+    with anthropic_client(gateway, world["secret"]) as client:
+        message = client.messages.create(model="claude/claude-3-5-haiku-latest", max_tokens=50,
+                                         messages=[{"role": "user", "content": "Hello"}])
+    assert message.content[0].text
+    assert message.usage.input_tokens > 0
+    upstream = world["mock"].requests[-1]
+    assert upstream.path == "/v1/messages" and upstream.headers["x-api-key"] == "mock-ok"
+
+
+def test_anthropic_messages_stream(gateway, world):
+    with anthropic_client(gateway, world["secret"]) as client, client.messages.stream(
+            model="claude/claude-3-5-haiku-latest", max_tokens=50,
+            messages=[{"role": "user", "content": "Hello"}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text and final.usage.output_tokens > 0
+    gateway.flush()
+    [record] = records()
+    assert record.completion_tokens == final.usage.output_tokens
+
+
+def test_anthropic_errors_have_anthropic_shape(gateway, world):
+    with anthropic.Anthropic(base_url=f"{gateway.url}/anthropic", api_key="sk-gw-bad",
+                             max_retries=0) as client, \
+            pytest.raises(anthropic.AuthenticationError) as caught:
+        client.messages.create(model="claude/claude-3-5-haiku-latest", max_tokens=5,
+                               messages=[{"role": "user", "content": "x"}])
+    assert caught.value.body["type"] == "error"
+    assert caught.value.body["error"]["type"] == "authentication_error"
+
+
+def test_openai_client_reaches_a_claude_model_through_translation(gateway, world):
+    with openai_client(gateway, world["secret"]) as client:
+        completion = client.chat.completions.create(
+            model="claude/claude-3-5-haiku-latest",
+            messages=[{"role": "system", "content": "Be brief"},
+                      {"role": "user", "content": "Hello"}], max_tokens=20)
+        chunks = list(client.chat.completions.create(
+            model="claude/claude-3-5-haiku-latest", messages=[{"role": "user", "content": "Hi"}],
+            stream=True, stream_options={"include_usage": True}))
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.content
+    assert completion.usage.completion_tokens > 0
+    upstream = world["mock"].requests[0]
+    assert upstream.path == "/v1/messages"
+    assert upstream.json["system"] == "Be brief" and upstream.json["max_tokens"] == 20
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].usage is not None
+
+
+def test_anthropic_client_reaches_an_openai_model_through_translation(gateway, world):
+    with anthropic_client(gateway, world["secret"]) as client:
+        message = client.messages.create(model="mock/gpt-4o-mini", max_tokens=30,
+                                         system="terse",
+                                         messages=[{"role": "user", "content": "Hello"}])
+        with client.messages.stream(model="mock/gpt-4o-mini", max_tokens=30,
+                                    messages=[{"role": "user", "content": "Hi"}]) as stream:
+            text = "".join(stream.text_stream)
+    assert message.type == "message" and message.content[0].text
+    assert text
+    upstream = world["mock"].requests[0]
+    assert upstream.path == "/v1/chat/completions"
+    assert upstream.json["messages"][0] == {"role": "system", "content": "terse"}
+
+
+def test_no_inference_request_reaches_django(gateway, world):
+    from django.core.signals import request_started
+
+    seen = []
+
+    def receiver(**kwargs):
+        seen.append(kwargs)
+
+    request_started.connect(receiver)
+    try:
+        with openai_client(gateway, world["secret"]) as client:
+            client.chat.completions.create(model="mock/gpt-4o-mini",
+                                           messages=[{"role": "user", "content": "x"}])
+            client.models.list()
+        httpx.post(f"{gateway.url}/v1/unknown", json={})
+        assert seen == []
+        httpx.get(f"{gateway.url}/admin/login/")
+        assert len(seen) == 1  # the admin does go through Django
+    finally:
+        request_started.disconnect(receiver)

@@ -1,0 +1,280 @@
+"""Pure pieces of the data plane: body checks, SSE framing, breaker, backoff, resolution."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway import errors
+from gateway.proxy.adapters import openai_usage, prompt_length, upstream_request
+from gateway.proxy.app import backoff_seconds, parse_body
+from gateway.proxy.breaker import Breaker, State
+from gateway.proxy.http import Cors, forwarded_headers, request_id_from
+from gateway.proxy.resolve import Candidate, RouteStats, resolve, split_model, weighted_order
+from gateway.proxy.sse import SSEParser
+from routing.cel import get_engine
+from routing.engine import RoutingEngine, RoutingTable, no_capacity
+
+CHAT = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(("raw", "operation", "field_name"), [
+    (b"", "chat", None),
+    (b"{not json", "chat", None),
+    (b"[1, 2]", "chat", None),
+    (b'{"messages": []}', "chat", "model"),
+    (b'{"model": 5, "messages": [{"role": "user"}]}', "chat", "model"),
+    (b'{"model": "  ", "messages": [{"role": "user"}]}', "chat", "model"),
+    (b'{"model": "m"}', "chat", "messages"),
+    (b'{"model": "m", "messages": "hi"}', "chat", "messages"),
+    (b'{"model": "m", "messages": []}', "chat", "messages"),
+    (b'{"model": "m", "messages": [1]}', "chat", "messages[0]"),
+    (b'{"model": "m", "messages": [{"content": "x"}]}', "chat", "messages[0].role"),
+    (b'{"model": "m", "messages": [{"role": "user"}], "stream": "yes"}', "chat", "stream"),
+    (b'{"model": "m", "messages": [{"role": "user"}], "max_tokens": -1}', "chat",
+     "max_tokens"),
+    (b'{"model": "m", "messages": [{"role": "user"}], "max_tokens": true}', "chat",
+     "max_tokens"),
+    (b'{"model": "m", "messages": [{"role": "user"}], "stream_options": 1}', "chat",
+     "stream_options"),
+    (b'{"model": "m", "messages": [{"role": "user"}], "fallbacks": "a/b"}', "chat",
+     "fallbacks"),
+    (b'{"model": "m"}', "completions", "prompt"),
+    (b'{"model": "m", "prompt": 3}', "completions", "prompt"),
+    (b'{"model": "m"}', "embeddings", "input"),
+    (b'{"model": "m", "input": {"a": 1}}', "embeddings", "input"),
+    (b'{"model": "' + b"m" * 300 + b'", "input": "x"}', "embeddings", "model"),
+])
+def test_bad_bodies_are_400_naming_the_field(raw, operation, field_name):
+    with pytest.raises(errors.BadRequest) as caught:
+        parse_body(raw, operation)
+    assert caught.value.status_code == 400
+    if field_name is not None:
+        assert caught.value.detail.startswith(f"{field_name}:")
+        assert field_name in caught.value.fields
+
+
+def test_unknown_fields_are_kept():
+    body = parse_body(orjson.dumps({**CHAT, "x_custom": {"deep": [1]}, "seed": 3}), "chat")
+    assert body["x_custom"] == {"deep": [1]} and body["seed"] == 3
+
+
+@given(st.binary(max_size=200))
+def test_parse_body_never_raises_anything_but_bad_request(raw):
+    with contextlib.suppress(errors.BadRequest):
+        parse_body(raw, "chat")
+
+
+@pytest.mark.parametrize(("header", "kept"), [
+    ("abc-123_X.y", True), ("a" * 128, True), ("a" * 129, False), ("has space", False),
+    ("", False), ("ünïcode", False), ("x;drop table", False),
+])
+def test_request_id(header, kept):
+    result = request_id_from({"x-request-id": header})
+    assert (result == header) is kept
+    assert len(result) <= 128
+
+
+def test_sse_parser_handles_any_split_and_crlf():
+    stream = (b'data: {"a": 1}\n\n: keep-alive\n\nevent: message_stop\r\ndata: {"b": 2}\r\n\r\n'
+              b"data: [DONE]\n\n")
+    for size in range(1, len(stream) + 1):
+        parser = SSEParser()
+        events = []
+        for start in range(0, len(stream), size):
+            events += [(name, data) for _raw, name, data in parser.feed(stream[start:start + size])]
+        events += [(name, data) for _raw, name, data in parser.flush()]
+        assert events == [(None, '{"a": 1}'), ("message_stop", '{"b": 2}'), (None, "[DONE]")]
+
+
+def test_sse_parser_flushes_an_unterminated_last_event():
+    parser = SSEParser()
+    assert list(parser.feed(b"data: tail")) == []
+    assert [data for _raw, _name, data in parser.flush()] == ["tail"]
+
+
+def test_breaker_opens_half_opens_with_one_probe_and_closes():
+    breaker = Breaker(failure_threshold=3, open_seconds=10)
+    for _ in range(2):
+        breaker.failure(0)
+    assert breaker.state(0) is State.CLOSED
+    breaker.failure(1)
+    assert breaker.state(5) is State.OPEN and not breaker.allow(5)
+    assert breaker.state(11) is State.HALF_OPEN
+    assert breaker.allow(11) and not breaker.allow(11)  # one probe only
+    breaker.failure(12)  # the probe failed: open again
+    assert breaker.state(15) is State.OPEN
+    assert breaker.allow(23)
+    breaker.success()
+    assert breaker.state(23) is State.CLOSED and breaker.allow(23) and breaker.allow(23)
+
+
+def test_breaker_success_resets_consecutive_failures():
+    breaker = Breaker(failure_threshold=2, open_seconds=10)
+    breaker.failure(0)
+    breaker.success()
+    breaker.failure(1)
+    assert breaker.state(1) is State.CLOSED
+
+
+@pytest.mark.parametrize("attempt", range(6))
+def test_backoff_is_exponential_with_jitter_and_capped(attempt):
+    rng = random.Random(attempt)
+    delay = backoff_seconds(attempt, 100, 1000, rng)
+    base = min(100 * 2 ** attempt, 1000) / 1000
+    assert base / 2 <= delay <= base
+
+
+def test_backoff_honours_a_short_retry_after():
+    assert backoff_seconds(0, 100, 5000, random.Random(), "2") == 2.0
+    assert backoff_seconds(0, 100, 1000, random.Random(1), "30") <= 0.1  # too long: ignored
+
+
+def test_forwarded_headers_drop_hop_by_hop_and_credentials():
+    kept = forwarded_headers([("Content-Length", "5"), ("Set-Cookie", "s=1"),
+                              ("Transfer-Encoding", "chunked"), ("x-api-key", "k"),
+                              ("openai-processing-ms", "12"), ("X-Request-Id", "up"),
+                              ("Connection", "keep-alive")])
+    assert kept == [("openai-processing-ms", "12")]
+
+
+def test_cors_origins():
+    cors = Cors(["https://app.example.com"])
+    assert cors.allowed("https://app.example.com") and not cors.allowed("https://evil.test")
+    assert not cors.allowed(None)
+    assert Cors(["*"]).allowed("https://anything.test")
+    assert cors.headers("https://evil.test") == []
+
+
+@pytest.mark.parametrize(("kind", "operation", "url", "credential"), [
+    ("openai", "chat", "http://u/v1/chat/completions", ("authorization", "Bearer k")),
+    ("openai_compatible", "embeddings", "http://u/v1/embeddings", ("authorization", "Bearer k")),
+    ("azure", "chat", "http://u/v1/openai/deployments/gpt-4o/chat/completions"
+                      "?api-version=2024-10-21", ("api-key", "k")),
+    ("anthropic", "messages", "http://u/v1/v1/messages", ("x-api-key", "k")),
+])
+def test_upstream_request_per_kind(kind, operation, url, credential):
+    request = upstream_request(kind, "http://u/v1/", "", "k", operation, "gpt-4o", "rid", {})
+    assert request.url == url
+    assert request.headers[credential[0]] == credential[1]
+    assert request.headers["x-request-id"] == "rid"
+
+
+def test_openai_usage_reads_cached_and_reasoning_tokens():
+    usage = openai_usage({"prompt_tokens": 100, "completion_tokens": 20,
+                          "prompt_tokens_details": {"cached_tokens": 30},
+                          "completion_tokens_details": {"reasoning_tokens": 5}})
+    assert (usage.input_tokens, usage.cached_read_tokens, usage.output_tokens,
+            usage.reasoning_tokens) == (100, 30, 20, 5)
+    assert openai_usage("garbage") is None
+    assert openai_usage({"prompt_tokens": -5, "completion_tokens": "x"}).input_tokens == 0
+
+
+def test_prompt_length_counts_text_in_parts():
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "abcd"},
+                                                      {"type": "image_url"}]},
+                         {"role": "assistant", "content": "xy"}], "system": "sys"}
+    assert prompt_length(body) == 9
+
+
+# -- resolution ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Config:
+    provider: str
+    weight: float | None
+    models: tuple[str, ...]
+
+    def allows_model(self, model: str) -> bool:
+        return self.models == ("*",) or model in self.models
+
+
+@dataclass(frozen=True)
+class _Key:
+    provider_configs: dict
+    identity: object = None
+
+
+@dataclass(frozen=True)
+class _Route:
+    provider: str
+    model: str
+    weight: float
+    priority: int
+
+
+@dataclass(frozen=True)
+class _Alias:
+    strategy: str
+    routes: tuple
+
+
+@dataclass
+class _Snapshot:
+    providers: dict = field(default_factory=lambda: {"openai": 1, "claude": 1, "azure": 1})
+    aliases: dict = field(default_factory=dict)
+
+
+def _resolve(snapshot, key, model, *, stats=None, fallbacks=(), seed=0):
+    engine = RoutingEngine(RoutingTable({}, "cel-expr-python"), engine=get_engine())
+    return resolve(snapshot, engine, key=key, requested=model, request_type="chat_completion",
+                   headers={}, query={}, capacity=no_capacity, stats=stats or RouteStats(),
+                   rng=random.Random(seed), request_fallbacks=fallbacks)
+
+
+def test_provider_prefix_then_request_fallbacks():
+    result = _resolve(_Snapshot(), None, "openai/gpt-4o",
+                      fallbacks=["claude/claude-sonnet-4-5", "unknown/x", "openai/gpt-4o"])
+    assert result.candidates == (Candidate("openai", "gpt-4o"),
+                                 Candidate("claude", "claude-sonnet-4-5"))
+
+
+def test_model_with_slash_that_is_not_a_provider_stays_bare():
+    assert split_model("meta-llama/Llama-3", {"openai": 1}) == ("", "meta-llama/Llama-3")
+
+
+def test_key_configs_pick_by_weight_and_fall_back_by_weight():
+    key = _Key({"openai": _Config("openai", 3.0, ("*",)), "azure": _Config("azure", 1.0, ("*",)),
+                "claude": _Config("claude", 2.0, ("claude-only",))})
+    firsts = [_resolve(_Snapshot(), key, "gpt-4o", seed=seed).candidates for seed in range(400)]
+    share = sum(c[0].provider == "openai" for c in firsts) / len(firsts)
+    assert 0.65 < share < 0.85
+    assert all(len(c) == 2 for c in firsts)
+
+
+def test_alias_strategies():
+    routes = (_Route("openai", "a", 1.0, 2), _Route("claude", "b", 1.0, 1),
+              _Route("azure", "c", 1.0, 3))
+    snapshot = _Snapshot(aliases={"smart": _Alias("priority", routes)})
+    assert [c.model for c in _resolve(snapshot, None, "smart").candidates] == ["b", "a", "c"]
+    stats = RouteStats()
+    for _ in range(3):
+        stats.started("claude", "b")
+    stats.started("openai", "a")
+    snapshot.aliases["smart"] = _Alias("least_busy", routes)
+    assert [c.model for c in _resolve(snapshot, None, "smart", stats=stats).candidates] == \
+        ["c", "a", "b"]
+    stats.finished("openai", "a", 50.0)
+    stats.finished("claude", "b", 10.0)
+    stats.started("azure", "c")
+    stats.finished("azure", "c", 30.0)
+    snapshot.aliases["smart"] = _Alias("lowest_latency", routes)
+    assert [c.model for c in _resolve(snapshot, None, "smart", stats=stats).candidates] == \
+        ["b", "c", "a"]
+
+
+def test_unknown_model_is_404():
+    with pytest.raises(errors.ModelNotFound):
+        _resolve(_Snapshot(), _Key({}), "mystery")
+
+
+def test_weighted_order_all_zero_weights_still_orders_everything():
+    order = weighted_order([("a", 0.0), ("b", 0.0)], random.Random(3))
+    assert sorted(order) == ["a", "b"]
