@@ -1,0 +1,318 @@
+"""Failure paths end to end: retries and backoff, key rotation, fallbacks, the circuit
+breaker, timeouts, client disconnects, bad input, CORS, concurrency, routing and aliases.
+Every outcome that reached a provider leaves exactly one usage record."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import time
+
+import httpx
+import pytest
+
+from gateway.models import Provider
+from governance.models import UsageRecord, VirtualKey
+from tests.factories import (
+    ModelAliasFactory,
+    ModelAliasRouteFactory,
+    ProviderKeyFactory,
+    RoutingRuleFactory,
+    RoutingTargetFactory,
+)
+
+CHAT = {"model": "mock/gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
+
+
+def post(gateway, world, body=None, path="/v1/chat/completions", **kwargs):
+    headers = {"authorization": f"Bearer {world['secret']}", **kwargs.pop("headers", {})}
+    return httpx.post(f"{gateway.url}{path}", json=body if body is not None else CHAT,
+                      headers=headers, timeout=kwargs.pop("timeout", 20), **kwargs)
+
+
+def with_mock(**controls):
+    return {**CHAT, "mock": controls}
+
+
+def set_provider(gateway, name, **fields):
+    Provider.objects.filter(name=name).update(**fields)
+    gateway.reload()
+
+
+def upstream_calls(world, path="/v1/chat/completions"):
+    return [request for request in world["mock"].requests if request.path == path]
+
+
+def test_retries_then_succeeds(gateway, world):
+    response = post(gateway, world, with_mock(status=503, fail_times=2, fail_key="r1"))
+    assert response.status_code == 200
+    calls = upstream_calls(world)
+    assert len(calls) == 3
+    gaps = [b.time - a.time for a, b in itertools.pairwise(calls)]
+    assert all(gap >= 0.0005 for gap in gaps)  # backoff between attempts
+
+
+def test_retries_exhausted_returns_the_last_status(gateway, world):
+    response = post(gateway, world, with_mock(status=500))
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_error"
+    assert len(upstream_calls(world)) == 3  # 1 + max_retries (2)
+    gateway.flush()
+    [record] = UsageRecord.objects.all()
+    assert (record.status_code, record.error_type) == (502, "upstream_error")
+
+
+def test_429_from_the_provider_is_retried_honouring_a_short_retry_after(gateway, world):
+    set_provider(gateway, "mock", backoff_max_ms=2000)
+    started = time.monotonic()
+    response = post(gateway, world, with_mock(status=429, retry_after="0.2", fail_times=1,
+                                              fail_key="ra"))
+    assert response.status_code == 200
+    assert time.monotonic() - started >= 0.2
+
+
+def test_client_errors_are_returned_as_they_are_without_retry(gateway, world):
+    response = post(gateway, world, with_mock(status=400))
+    assert response.status_code == 400
+    assert response.json()["error"]["message"]
+    assert len(upstream_calls(world)) == 1
+    gateway.flush()
+    assert UsageRecord.objects.get().status_code == 400
+
+
+def test_rejected_provider_key_rotates_to_another(gateway, world):
+    world["openai_key"].set_value("mock-status-401")
+    world["openai_key"].weight = 1000.0
+    world["openai_key"].save()
+    ProviderKeyFactory(provider=world["openai"], name="spare", plain_value="mock-ok",
+                       weight=0.001)
+    gateway.reload()
+    response = post(gateway, world)
+    assert response.status_code == 200
+    keys = [request.api_key for request in upstream_calls(world)]
+    assert keys == ["mock-status-401", "mock-ok"]
+
+
+def test_request_fallbacks_in_order_each_admitted_for_its_own_provider(gateway, world):
+    body = {**with_mock(status=503), "fallbacks": ["claude/claude-3-5-haiku-latest"]}
+    response = post(gateway, world, body)
+    assert response.status_code == 200
+    assert response.headers["x-gateway-provider"] == "claude"
+    assert response.headers["x-gateway-fallback-index"] == "1"
+    assert response.json()["object"] == "chat.completion"
+    assert "fallbacks" not in upstream_calls(world)[0].json
+    gateway.flush()
+    [record] = UsageRecord.objects.all()
+    assert (record.provider, record.fallback_index, record.status_code) == ("claude", 1, 200)
+
+
+def test_fallback_skips_a_candidate_over_its_limit(gateway, world):
+    from tests.factories import RateLimitFactory
+
+    config = world["key"].provider_configs.get(provider=world["openai"])
+    RateLimitFactory(provider_config=config, request_max_limit=1, request_reset_duration="1h",
+                     token_max_limit=None, token_reset_duration=None)
+    gateway.reload()
+    body = {**CHAT, "fallbacks": ["claude/claude-3-5-haiku-latest"]}
+    assert post(gateway, world, body).headers["x-gateway-provider"] == "mock"
+    second = post(gateway, world, body)
+    assert second.status_code == 200 and second.headers["x-gateway-provider"] == "claude"
+    third = post(gateway, world)  # no fallback: the limit's own error
+    assert third.status_code == 429 and third.json()["error"]["code"] == "request_limited"
+
+
+def test_breaker_opens_then_probes_then_closes(gateway, world):
+    set_provider(gateway, "mock", max_retries=0, failure_threshold=2, open_seconds=1)
+    assert post(gateway, world, with_mock(status=500)).status_code == 502
+    assert post(gateway, world, with_mock(status=500)).status_code == 502
+    before = len(upstream_calls(world))
+    blocked = post(gateway, world)
+    assert blocked.status_code == 503
+    assert blocked.json()["error"]["code"] == "no_provider_available"
+    assert len(upstream_calls(world)) == before  # open: the provider was not called
+    time.sleep(1.05)
+    assert post(gateway, world, with_mock(status=500)).status_code == 502  # failed probe
+    assert post(gateway, world).status_code == 503  # open again
+    time.sleep(1.05)
+    assert post(gateway, world).status_code == 200  # probe succeeds: closed
+    assert post(gateway, world).status_code == 200
+
+
+def test_first_byte_timeout(gateway, world):
+    set_provider(gateway, "mock", max_retries=0, first_byte_timeout_ms=200)
+    started = time.monotonic()
+    response = post(gateway, world, with_mock(delay_ms=2000))
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "upstream_timeout"
+    assert time.monotonic() - started < 1.5
+
+
+def test_idle_timeout_between_stream_chunks_after_the_first_byte(gateway, world):
+    set_provider(gateway, "mock", max_retries=0, idle_timeout_ms=200)
+    body = {**with_mock(chunks=4, chunk_delay_ms=1000), "stream": True}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=10,
+                      headers={"authorization": f"Bearer {world['secret']}"}) as response:
+        assert response.status_code == 200  # headers went out with the first event
+        text = response.read().decode()
+    assert "stream ended unexpectedly" in text
+    assert len(upstream_calls(world)) == 1  # nothing retried after the first byte
+
+
+def test_total_timeout(gateway, world):
+    set_provider(gateway, "mock", max_retries=0, total_timeout_ms=300,
+                 first_byte_timeout_ms=5000)
+    response = post(gateway, world, with_mock(delay_ms=1000))
+    assert response.status_code in (502, 504)
+
+
+def test_dropped_connection_is_retried(gateway, world):
+    response = post(gateway, world, with_mock(drop=True, fail_times=1, fail_key="drop1"))
+    assert response.status_code == 200
+    assert len(upstream_calls(world)) == 2
+
+
+def test_malformed_upstream_body_is_502(gateway, world):
+    set_provider(gateway, "mock", max_retries=0)
+    response = post(gateway, world, with_mock(malformed=True))
+    assert response.status_code == 502
+
+
+def test_client_disconnect_mid_stream_cancels_upstream_and_bills_what_was_streamed(gateway,
+                                                                                   world):
+    body = {**with_mock(chunks=50, chunk_delay_ms=50), "stream": True}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=10,
+                      headers={"authorization": f"Bearer {world['secret']}"}) as response:
+        lines = response.iter_lines()
+        received = [next(lines) for _ in range(6)]
+    assert any(line.startswith("data: ") for line in received)
+    deadline = time.monotonic() + 5
+    while not upstream_calls(world)[-1].disconnected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert upstream_calls(world)[-1].disconnected
+    deadline = time.monotonic() + 5
+    while not gateway.events() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    gateway.flush()
+    [record] = UsageRecord.objects.all()
+    assert (record.status_code, record.error_type) == (499, "client_disconnected")
+    assert record.completion_tokens > 0 and record.cost > 0
+
+
+@pytest.mark.parametrize(("body", "status", "needle"), [
+    (b"{broken", 400, "not valid JSON"),
+    (b'{"messages": [{"role": "user", "content": "x"}]}', 400, "model: required"),
+    (b'{"model": "mock/gpt-4o-mini"}', 400, "messages: required"),
+    (b'{"model": "mock/gpt-4o-mini", "messages": [{"role": 1}]}', 400, "messages[0].role"),
+])
+def test_bad_requests(gateway, world, body, status, needle):
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", content=body,
+                          headers={"authorization": f"Bearer {world['secret']}",
+                                   "content-type": "application/json"})
+    assert response.status_code == status
+    assert needle in response.json()["error"]["message"]
+    assert response.headers["x-request-id"]
+    assert world["mock"].requests == []
+
+
+def test_oversized_body_is_413(gateway, world):
+    big = b'{"model": "mock/gpt-4o-mini", "messages": [{"role": "user", "content": "' + \
+        b"x" * (10 * 1024 * 1024 + 1) + b'"}]}'
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", content=big,
+                          headers={"authorization": f"Bearer {world['secret']}"}, timeout=30)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/v1/chat/completions", 405),
+    ("POST", "/v1/models", 405),
+    ("POST", "/v1/unknown", 404),
+    ("POST", "/anthropic/v1/unknown", 404),
+])
+def test_wrong_routes(gateway, world, method, path, status):
+    response = httpx.request(method, f"{gateway.url}{path}",
+                             headers={"authorization": f"Bearer {world['secret']}"})
+    assert response.status_code == status
+
+
+def test_cors_preflight_and_headers(gateway, world, settings):
+    from gateway.conf import gateway_settings
+
+    gateway.inference.state.cors.__init__(["https://app.example.com"])
+    try:
+        preflight = httpx.options(f"{gateway.url}/v1/chat/completions", headers={
+            "origin": "https://app.example.com", "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization, content-type"})
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert "authorization" in preflight.headers["access-control-allow-headers"]
+        refused = httpx.options(f"{gateway.url}/v1/chat/completions",
+                                headers={"origin": "https://evil.test"})
+        assert refused.status_code == 403
+        response = post(gateway, world, headers={"origin": "https://app.example.com"})
+        assert response.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert "x-request-id" in response.headers["access-control-expose-headers"]
+    finally:
+        gateway.inference.state.cors.__init__(gateway_settings.CORS_ORIGINS)
+
+
+def test_concurrency_limit_two_with_five_long_requests(gateway, world):
+    VirtualKey.objects.filter(pk=world["key"].pk).update(max_concurrent_requests=2)
+    gateway.reload()
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        responses = list(pool.map(lambda _: post(gateway, world, with_mock(delay_ms=600)),
+                                  range(5)))
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [200, 200, 429, 429, 429]
+    denied = [r for r in responses if r.status_code == 429]
+    assert all(r.json()["error"]["code"] == "concurrency_limited" for r in denied)
+    assert post(gateway, world).status_code == 200  # slots came back
+
+
+def test_routing_rule_rewrites_the_target(gateway, world):
+    rule = RoutingRuleFactory(name="to-claude", cel_expression='headers["x-tier"] == "gold"',
+                              scope="global")
+    RoutingTargetFactory(rule=rule, provider=world["claude"], model="claude-3-5-haiku-latest")
+    gateway.reload()
+    gold = post(gateway, world, headers={"x-tier": "gold"})
+    assert gold.status_code == 200
+    assert gold.headers["x-gateway-provider"] == "claude"
+    assert gold.headers["x-gateway-routing-rule"] == "to-claude"
+    plain = post(gateway, world)
+    assert plain.headers["x-gateway-provider"] == "mock"
+    gateway.flush()
+    names = sorted(UsageRecord.objects.values_list("routing_rule_name", flat=True))
+    assert names == ["", "to-claude"]
+
+
+def test_bare_model_uses_the_key_configs_then_aliases_then_404(gateway, world):
+    world["key"].provider_configs.update(allowed_models=["gpt-4o-mini", "gpt-4o",
+                                                         "claude-3-5-haiku-latest"])
+    alias = ModelAliasFactory(name="smart", strategy="priority")
+    ModelAliasRouteFactory(alias=alias, provider=world["claude"], model="claude-3-5-haiku-latest",
+                           priority=0)
+    ModelAliasRouteFactory(alias=alias, provider=world["openai"], model="gpt-4o", priority=1)
+    gateway.reload()
+    bare = post(gateway, world, {**CHAT, "model": "gpt-4o-mini"})
+    assert bare.status_code == 200
+    assert bare.headers["x-gateway-provider"] in ("mock", "claude")
+    aliased = post(gateway, world, {**CHAT, "model": "smart"})
+    assert aliased.headers["x-gateway-provider"] == "claude"
+    assert aliased.headers["x-gateway-model"] == "claude-3-5-haiku-latest"
+    unknown = post(gateway, world, {**CHAT, "model": "mystery"})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "model_not_found"
+
+
+def test_config_change_is_visible_within_a_second(gateway, world):
+    from gateway import config_version
+
+    VirtualKey.objects.filter(pk=world["key"].pk).update(is_active=False)
+    config_version.bump_now()
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        if post(gateway, world).status_code == 403:
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail("a deactivated key still worked after a second")
