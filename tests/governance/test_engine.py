@@ -293,3 +293,69 @@ def test_reservation_estimates_prompt_and_max_tokens(world):
                                    max_output_tokens=None)
     assert explicit.tokens == 150 and default.tokens == 1100
     assert 0 < explicit.cost_nanos < default.cost_nanos
+
+
+async def _spend(governor, snap, key, request_id, cost_nanos):
+    limits = governor.limits_for(snap, key, "openai", "gpt-4o")
+    admission = await governor.admit(request_id, limits, Reservation(cost_nanos=1))
+    await governor.settle(admission, LedgerUsage(cost_nanos=cost_nanos))
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_lowering_a_budget_below_usage_keeps_the_usage_p28(world):
+    from asgiref.sync import sync_to_async
+
+    budget = await sync_to_async(BudgetFactory)(virtual_key=world["key"],
+                                                max_limit=Decimal("10"), reset_duration="1d")
+    governor = Governor(MemoryLedger())
+    snap = await sync_to_async(snapshot)()
+    key = governor.authenticate(snap, SECRET)
+    await _spend(governor, snap, key, "a", 5_000_000_000)
+    budget.max_limit = Decimal("3")
+    await sync_to_async(budget.save)()
+    snap = await sync_to_async(snapshot)()
+    key = governor.authenticate(snap, SECRET)
+    with pytest.raises(errors.BudgetExceeded, match=r"\$5.00 of \$3.00"):
+        await _spend(governor, snap, key, "b", 1)
+    budget.max_limit = Decimal("20")  # raising it again: the $5 still counts
+    await sync_to_async(budget.save)()
+    snap = await sync_to_async(snapshot)()
+    key = governor.authenticate(snap, SECRET)
+    await _spend(governor, snap, key, "c", 1_000_000_000)
+    limit = next(limit for limit in governor.limits_for(snap, key, "openai", "gpt-4o")
+                 if limit.id == f"budget:{budget.id}")
+    assert await governor.ledger.usage(limit) == 6_000_000_000
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_switching_an_existing_budget_to_calendar_windows(world):
+    """Turning on calendar alignment moves the window to the calendar period: the counter
+    of the new window starts empty, the old one is kept until it expires (no history is
+    edited), and from then on the window rolls at UTC midnight."""
+    from asgiref.sync import sync_to_async
+
+    budget = await sync_to_async(BudgetFactory)(virtual_key=world["key"],
+                                                max_limit=Decimal("10"), reset_duration="1d")
+    governor = Governor(MemoryLedger())
+    snap = await sync_to_async(snapshot)()
+    key = governor.authenticate(snap, SECRET)
+    await _spend(governor, snap, key, "a", 4_000_000_000)
+    budget.calendar_aligned = True
+    await sync_to_async(budget.save)()
+    snap = await sync_to_async(snapshot)()
+    key = governor.authenticate(snap, SECRET)
+    limit = next(limit for limit in governor.limits_for(snap, key, "openai", "gpt-4o")
+                 if limit.id == f"budget:{budget.id}")
+    assert limit.window.calendar_aligned
+    from governance.ledger import window_bounds
+
+    start, end = window_bounds(limit.window, governor.ledger.clock())
+    assert start % 86400 == 0 and end - start == 86400
+
+
+def test_a_key_without_provider_configs_may_use_nothing_p35(world):
+    world["key"].provider_configs.all().delete()
+    governor = Governor(MemoryLedger())
+    key = governor.authenticate(snapshot(), SECRET)
+    with pytest.raises(errors.ProviderBlocked):
+        governor.authorize(key, "openai", "gpt-4o")
