@@ -41,12 +41,18 @@ RESETS_INTERVAL_S = 10.0
 ROLLUP_INTERVAL_S = 60.0
 USAGE_VIEW_INTERVAL_S = 1.0
 
-_embedded: GovernanceRuntime | None = None
+_current: GovernanceRuntime | None = None
+
+
+def current_runtime() -> GovernanceRuntime | None:
+    """The started runtime of this process, if it serves traffic (for the management API's
+    live views: quota, ``from_memory``)."""
+    return _current
 
 
 def embedded_runtime() -> GovernanceRuntime | None:
-    """The started runtime of this process in the embedded mode (for jobs and the quota API)."""
-    return _embedded
+    """The started runtime of this process in the embedded mode (for the flush task)."""
+    return _current if _current is not None and _current.embedded else None
 
 
 def _build_snapshot(version: int) -> Snapshot:
@@ -162,14 +168,14 @@ class GovernanceRuntime:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        global _embedded
+        global _current
         await self.refresh(force=True)
         if self.embedded:
             from governance.tasks import rebuild_counters
 
             restored = await rebuild_counters(self.ledger)
             logger.info("embedded ledger: %d counters rebuilt from usage records", restored)
-            _embedded = self
+        _current = self
         loops: list[Awaitable[None]] = [self._poll_loop(), self._usage_view_loop(),
                                         self._every(FLUSH_INTERVAL_S, self.flush, "flush_usage")]
         if self.embedded:
@@ -179,7 +185,7 @@ class GovernanceRuntime:
 
     async def stop(self) -> None:
         """Stop the loops, then flush what is left (the server drained requests already)."""
-        global _embedded
+        global _current
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -192,8 +198,8 @@ class GovernanceRuntime:
                 logger.info("shutdown flush: %d usage records written", written)
         except Exception:
             logger.exception("shutdown flush failed")
-        if _embedded is self:
-            _embedded = None
+        if _current is self:
+            _current = None
         for client in (self.redis, getattr(self.ledger, "client", None)):
             if client is not None:
                 with contextlib.suppress(Exception):

@@ -29,6 +29,7 @@ from governance.ledger import Limit
 from governance.ledger.windows import window_bounds
 from governance.models import Budget, RateLimit, UsageRecord, VirtualKey
 from governance.snapshot import budget_limit, rate_limits
+from governance.usage import format_cost
 
 NANOS = Decimal(1_000_000_000)
 
@@ -43,9 +44,9 @@ def live_usage(limits: list[Limit]) -> tuple[dict[str, int], str]:
     """Current counters of ``limits`` from the ledger and where they came from."""
     if not limits:
         return {}, "live"
-    from governance.runtime import embedded_runtime
+    from governance.runtime import current_runtime
 
-    runtime = embedded_runtime()
+    runtime = current_runtime()
     if runtime is not None:
         return async_to_sync(runtime.ledger.usage_many)(limits), "live"
     if settings.REDIS_URL:
@@ -72,7 +73,8 @@ def _spend_by_model(key: VirtualKey, since: float) -> list[dict[str, Any]]:
             .annotate(cost=Sum("cost"), requests=Count("id"))
             .order_by("-cost", "resolved_model"))
     return [{"provider": row["provider"], "model": row["resolved_model"],
-             "cost": str(row["cost"] or 0), "requests": row["requests"]} for row in rows]
+             "cost": format_cost(row["cost"] or Decimal(0)), "requests": row["requests"]}
+            for row in rows]
 
 
 def quota(key: VirtualKey, now: float) -> dict[str, Any]:

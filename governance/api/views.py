@@ -14,6 +14,7 @@ from gateway.api.listing import list_response
 from gateway.errors import NotFound
 from gateway.models import Provider
 from governance import actions
+from governance.api import memory
 from governance.api import representations as shapes
 from governance.api import serializers as inputs
 from governance.api.filters import (
@@ -45,6 +46,11 @@ class VirtualKeyListView(ManagementAPIView):
         OpenApiParameter("export", bool, description="All matching rows, no page limit."),
     ])
     def get(self, request: Request) -> Response:
+        if memory.requested(request):
+            return Response(memory.memory_list(
+                "virtual_keys", "virtual_keys",
+                shapes.virtual_keys_queryset().order_by("created_at", "id"),
+                shapes.virtual_key))
         queryset = self.filter(VirtualKeyFilter, request, shapes.virtual_keys_queryset())
         export = request.query_params.get("export") == "true"
         return Response(list_response(
@@ -109,6 +115,12 @@ class TeamListView(ManagementAPIView):
     @extend_schema(tags=TAGS, operation_id="listTeams",
                    parameters=[*LIST_PARAMETERS, OpenApiParameter("customer_id", str)])
     def get(self, request: Request) -> Response:
+        if memory.requested(request):
+            queryset = shapes.teams_queryset().order_by("created_at", "id")
+            customer_id = request.query_params.get("customer_id")
+            if customer_id:
+                queryset = self.filter(TeamFilter, request, queryset)
+            return Response(memory.memory_list("teams", "", queryset, shapes.team))
         queryset = self.filter(TeamFilter, request, shapes.teams_queryset())
         return Response(list_response(queryset, request.query_params, "teams",
                                       shapes.many(shapes.team)))
@@ -147,6 +159,10 @@ class TeamDetailView(ManagementAPIView):
 class CustomerListView(ManagementAPIView):
     @extend_schema(tags=TAGS, operation_id="listCustomers", parameters=LIST_PARAMETERS)
     def get(self, request: Request) -> Response:
+        if memory.requested(request):
+            return Response(memory.memory_list(
+                "customers", "", shapes.customers_queryset().order_by("created_at", "id"),
+                shapes.customer))
         queryset = self.filter(CustomerFilter, request, shapes.customers_queryset())
         return Response(list_response(queryset, request.query_params, "customers",
                                       shapes.many(shapes.customer)))
@@ -187,6 +203,9 @@ class CustomerDetailView(ManagementAPIView):
 class BudgetListView(ManagementAPIView):
     @extend_schema(tags=TAGS, operation_id="listBudgets")
     def get(self, request: Request) -> Response:
+        if memory.requested(request):
+            return Response(memory.memory_list(
+                "budgets", "", Budget.objects.select_related("provider"), shapes.budget))
         items = [shapes.budget(item) for item in Budget.objects.select_related("provider")]
         return Response({"budgets": items, "count": len(items)})
 
@@ -194,6 +213,10 @@ class BudgetListView(ManagementAPIView):
 class RateLimitListView(ManagementAPIView):
     @extend_schema(tags=TAGS, operation_id="listRateLimits")
     def get(self, request: Request) -> Response:
+        if memory.requested(request):
+            return Response(memory.memory_list(
+                "rate_limits", "", RateLimit.objects.select_related("provider"),
+                shapes.rate_limit))
         items = [shapes.rate_limit(item) for item in RateLimit.objects.select_related("provider")]
         return Response({"rate_limits": items, "count": len(items)})
 
@@ -204,6 +227,9 @@ class ModelConfigListView(ManagementAPIView):
     @extend_schema(tags=TAGS, operation_id="listModelConfigs",
                    parameters=[*LIST_PARAMETERS, OpenApiParameter("provider", str)])
     def get(self, request: Request) -> Response:
+        if memory.requested(request):
+            return Response(memory.memory_list(
+                "model_configs", "", shapes.model_configs_queryset(), shapes.model_config))
         queryset = self.filter(ModelConfigFilter, request, shapes.model_configs_queryset())
         return Response(list_response(queryset, request.query_params, "model_configs",
                                       shapes.many(shapes.model_config)))
@@ -247,6 +273,14 @@ class ProviderGovernanceListView(ManagementAPIView):
     @extend_schema(tags=TAGS, operation_id="listProviderGovernance",
                    description="Providers that have a budget or a rate limit.")
     def get(self, request: Request) -> Response:
+        if memory.requested(request):
+            payload = memory.memory_list("providers", "providers",
+                                         shapes.providers_queryset(), shapes.provider_governance,
+                                         identity=lambda provider: provider.name)
+            payload["providers"] = [item for item in payload["providers"]
+                                    if item["budget"] or item["rate_limit"]]
+            payload["count"] = len(payload["providers"])
+            return Response(payload)
         items = [shapes.provider_governance(provider)
                  for provider in shapes.providers_queryset()]
         items = [item for item in items if item["budget"] or item["rate_limit"]]
