@@ -26,7 +26,7 @@ from governance.ledger.base import (
     denial,
     exceeds,
 )
-from governance.ledger.windows import window_bounds, window_key
+from governance.ledger.windows import window_slot
 
 PURGE_INTERVAL_SECONDS = 1.0
 
@@ -60,9 +60,8 @@ class MemoryLedger(Ledger):
         """Counter key and the time it may be dropped."""
         if limit.window is None:
             return f"{self.key_prefix}:{limit.id}:lease", now + self.lease_seconds
-        _start, end = window_bounds(limit.window, now)
-        key = f"{self.key_prefix}:{limit.id}:{window_key(limit.window, now)}"
-        return key, end + EXPIRY_MARGIN_SECONDS
+        slot, _start, end = window_slot(limit.window, now)
+        return f"{self.key_prefix}:{limit.id}:{slot}", end + EXPIRY_MARGIN_SECONDS
 
     def _purge(self, now: float) -> None:
         """Drop expired counters, records and leases, at most once per clock second."""

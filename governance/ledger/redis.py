@@ -39,7 +39,7 @@ from governance.ledger.base import (
     amount_for,
     denial,
 )
-from governance.ledger.windows import window_bounds, window_key
+from governance.ledger.windows import window_slot
 
 
 def _script_source(name: str) -> str:
@@ -64,9 +64,8 @@ class RedisLedger(Ledger):
         """Key and its time to live in seconds."""
         if limit.window is None:
             return f"{{{self.key_prefix}}}:{limit.id}:lease", self.lease_seconds
-        _start, end = window_bounds(limit.window, now)
-        key = f"{{{self.key_prefix}}}:{limit.id}:{window_key(limit.window, now)}"
-        return key, end - now + EXPIRY_MARGIN_SECONDS
+        slot, _start, end = window_slot(limit.window, now)
+        return f"{{{self.key_prefix}}}:{limit.id}:{slot}", end - now + EXPIRY_MARGIN_SECONDS
 
     def _record_key(self, request_id: str) -> str:
         return f"{{{self.key_prefix}}}:request:{request_id}"

@@ -78,3 +78,27 @@ def window_key(window: Window, now: float) -> str:
     if marker is None:
         return _format(start)
     return f"{_format(start)}r{_format(marker)}"
+
+
+# Lattice windows by Window, reused while ``now`` stays inside: the hot path computes a
+# calendar boundary once per window, not once per request.
+_SLOTS: dict[Window, tuple[float, float, str]] = {}
+_SLOTS_MAX = 100_000
+
+
+def window_slot(window: Window, now: float) -> tuple[str, float, float]:
+    """``(window_key, start, end)`` in one step; same values as :func:`window_key` and
+    :func:`window_bounds`."""
+    cached = _SLOTS.get(window)
+    if cached is not None and cached[0] <= now < cached[1]:
+        start, end, base = cached
+    else:
+        start, end = lattice_bounds(window, now)
+        base = _format(start)
+        if len(_SLOTS) >= _SLOTS_MAX:
+            _SLOTS.clear()
+        _SLOTS[window] = (start, end, base)
+    marker = _active_marker(window, now, start)
+    if marker is None:
+        return base, start, end
+    return f"{base}r{_format(marker)}", marker, end

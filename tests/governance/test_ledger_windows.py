@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from governance.durations import parse_duration
 from governance.ledger.windows import Window, window_bounds, window_key
@@ -76,3 +78,22 @@ def test_reset_marker_starts_a_fresh_key_until_the_window_ends() -> None:
     assert window_bounds(reset, 2000.0) == (1800.0, 3600.0)
     assert window_key(reset, 3600.0) == window_key(plain, 3600.0)  # next window: normal
     assert window_key(reset, 2000.0) == "0r1800"
+
+
+@given(
+    duration=st.sampled_from(["1s", "1m", "90s", "1h", "1d", "1w", "1M", "1Q", "1Y"]),
+    aligned=st.booleans(),
+    anchor=st.floats(min_value=0, max_value=2e9, allow_nan=False),
+    offsets=st.lists(st.floats(min_value=0, max_value=1e8, allow_nan=False), min_size=1,
+                     max_size=5),
+    marker_offset=st.one_of(st.none(), st.floats(min_value=0, max_value=1e8)),
+)
+def test_cached_window_slot_matches_key_and_bounds(duration, aligned, anchor, offsets,
+                                                   marker_offset):
+    from governance.ledger.windows import window_slot
+
+    marker = anchor + marker_offset if marker_offset is not None else None
+    window = Window(parse_duration(duration), aligned, anchor, marker)
+    for offset in sorted(offsets):  # the cache is reused across calls
+        now = anchor + offset
+        assert window_slot(window, now) == (window_key(window, now), *window_bounds(window, now))
