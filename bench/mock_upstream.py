@@ -23,6 +23,20 @@ Controls (see ``CONTROL_TYPES``) come from, lowest precedence first:
 3. request headers ``x-mock-<name>`` (``-`` or ``_`` in the name), e.g. ``x-mock-delay-ms: 50``.
 
 An unknown control name in a body or header is a 400, so typos do not pass silently.
+``fail_times: N`` limits the failure controls (status, delays, drops, malformed) to the first
+N requests with the same ``fail_key`` (default: the API key); without any of them those N
+requests get a 500.
+
+In tests::
+
+    async with MockUpstream() as mock:            # 127.0.0.1, a free port, this loop
+        client = openai.AsyncOpenAI(base_url=f"{mock.url}/v1", api_key="mock-ok")
+        ...
+        mock.requests[-1].json, mock.requests[-1].headers["authorization"]
+        mock.disconnects                          # clients gone before the response ended
+        mock.reset()
+
+    mock = MockUpstream.start_in_thread()         # from synchronous code; mock.stop()
 """
 
 from __future__ import annotations
@@ -48,9 +62,11 @@ from aiohttp import web
 DEFAULT_CONTENT = "This is a deterministic reply from the mock upstream."
 DEFAULT_CHUNKS = 4
 DEFAULT_EMBEDDING_DIMENSIONS = 8
-DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-3-5-haiku-latest")
+DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-haiku-4-5")
 ID_PLACEHOLDER = "@@mockid@@"
 CREATED_PLACEHOLDER = "@@created@@"
+ID_PLACEHOLDER_BYTES = ID_PLACEHOLDER.encode()
+CREATED_PLACEHOLDER_BYTES = f'"{CREATED_PLACEHOLDER}"'.encode()
 CACHE_LIMIT = 4096
 
 # name -> type. ``tool_call`` is a bool or the name of the tool to call.
@@ -317,6 +333,7 @@ class Call:
     completion_tokens: int
     finish: str              # stop | length | tool_calls
     chunks: int
+    fast_key: tuple[str, bytes] | None = None  # (path, raw body) of a request without controls
 
 
 def _sse(payload: Any) -> bytes:
@@ -526,6 +543,9 @@ def error_response(api: str, status: int, message: str, *,
                         content_type="application/json", headers=headers)
 
 
+HUNG_UP = web.RequestKey("mock_hung_up", bool)
+
+
 class _HungUp(Exception):
     """Raised after the mock closed a connection on purpose."""
 
@@ -554,6 +574,9 @@ class MockUpstream:
         self._fail_counts: dict[str, int] = {}
         self._ids = itertools.count(1)
         self._cache: dict[tuple[Any, ...], bytes] = {}
+        # (path, raw body) -> (template, stream) of requests without controls, when not
+        # recording: the same bytes get the same answer without parsing them again.
+        self._fast: dict[tuple[str, bytes], tuple[bytes, bool]] = {}
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -572,6 +595,8 @@ class MockUpstream:
         self.requests.clear()
         self.disconnects = 0
         self._fail_counts.clear()
+        self._cache.clear()
+        self._fast.clear()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -689,6 +714,10 @@ class MockUpstream:
 
     async def _handle(self, request: web.Request, api: str, op: str) -> web.StreamResponse:
         raw = await request.read()
+        if not self.record:
+            fast = self._fast.get((request.path, raw))
+            if fast is not None and self._plain(request, api):
+                return await self._send(request, api, self._fill(fast[0]), fast[1])
         body: Any = None
         bad_json = False
         if raw:
@@ -728,6 +757,8 @@ class MockUpstream:
             if invalid:
                 return error_response(api, 400, invalid)
             call = self._call(request, api, op, body, controls)
+            if controls is NO_CONTROLS:
+                call.fast_key = (request.path, raw)
             if op == "embeddings":
                 return self._embeddings(call)
             if call.stream:
@@ -736,7 +767,7 @@ class MockUpstream:
         except _HungUp:
             raise asyncio.CancelledError from None
         except asyncio.CancelledError:
-            if not request.get("mock_hung_up"):
+            if not request.get(HUNG_UP):
                 self._disconnected(recorded)
             raise
         except ConnectionError:
@@ -765,7 +796,7 @@ class MockUpstream:
 
     async def _hang_up(self, request: web.Request) -> NoReturn:
         """Close the connection (flushing what was written) and let aiohttp cancel us."""
-        request["mock_hung_up"] = True
+        request[HUNG_UP] = True
         transport = request.transport
         if transport is not None:
             transport.close()
@@ -800,18 +831,22 @@ class MockUpstream:
             chunks=controls.chunks if controls.chunks is not None else self.chunks,
         )
 
-    def _headers(self, call: Call) -> dict[str, str]:
+    def _headers(self, api: str) -> dict[str, str]:
         rid = f"req_mock{next(self._ids):012d}"
-        if call.api == "anthropic":
+        if api == "anthropic":
             return {"request-id": rid}
         return {"x-request-id": rid, "openai-processing-ms": "1"}
 
+    def _fill(self, template: bytes) -> bytes:
+        """A cached body with a fresh id and creation time."""
+        rid = f"mock{next(self._ids):016x}".encode()
+        return template.replace(ID_PLACEHOLDER_BYTES, rid).replace(
+            CREATED_PLACEHOLDER_BYTES, str(int(time.time())).encode())
+
     def _render(self, call: Call, build: Callable[[Call, str, Any], Any]) -> bytes:
-        """The body for ``call``; default calls reuse a cached template with fresh ids."""
-        rid = f"mock{next(self._ids):016x}"
-        created = int(time.time())
+        """The body for ``call``; calls without controls reuse a cached template."""
         if call.controls is not NO_CONTROLS or call.tool is not None:
-            return _join(build(call, rid, created))
+            return _join(build(call, f"mock{next(self._ids):016x}", int(time.time())))
         key = (call.api, call.op, call.model, call.prompt_tokens, call.stream,
                call.include_usage, call.text, call.finish, call.chunks)
         template = self._cache.get(key)
@@ -820,8 +855,32 @@ class MockUpstream:
                 self._cache.clear()
             template = _join(build(call, ID_PLACEHOLDER, CREATED_PLACEHOLDER))
             self._cache[key] = template
-        return template.replace(ID_PLACEHOLDER.encode(), rid.encode()).replace(
-            b'"' + CREATED_PLACEHOLDER.encode() + b'"', str(created).encode())
+        if call.fast_key is not None and not self.record:
+            if len(self._fast) >= CACHE_LIMIT:
+                self._fast.clear()
+            self._fast[call.fast_key] = (template, call.stream)
+        return self._fill(template)
+
+    async def _send(self, request: web.Request, api: str, payload: bytes,
+                    stream: bool) -> web.StreamResponse:
+        headers = self._headers(api)
+        if not stream:
+            return web.Response(body=payload, content_type="application/json", headers=headers)
+        response = web.StreamResponse(headers={**headers, **SSE_HEADERS})
+        await response.prepare(request)
+        await response.write(payload)
+        await response.write_eof()
+        return response
+
+    def _plain(self, request: web.Request, api: str) -> bool:
+        """Whether a request carries no header or key control and passes authentication."""
+        if self._auth_error(request, api) is not None:
+            return False
+        try:
+            controls = parse_controls(request.raw_headers, None, _api_key(request.headers))
+        except ControlError:
+            return False
+        return controls is NO_CONTROLS
 
     async def _respond(self, request: web.Request, call: Call) -> web.StreamResponse:
         controls = call.controls
@@ -830,10 +889,10 @@ class MockUpstream:
         else:
             build = anthropic_body if call.api == "anthropic" else openai_body
             payload = self._render(call, build)
-        headers = self._headers(call)
         if controls.first_byte_delay_ms <= 0 and controls.drop_after_chunks is None:
-            return web.Response(body=payload, content_type="application/json", headers=headers)
-        response = web.StreamResponse(headers={**headers, "content-type": "application/json"})
+            return await self._send(request, call.api, payload, False)
+        response = web.StreamResponse(headers={**self._headers(call.api),
+                                               "content-type": "application/json"})
         response.content_length = len(payload)
         await response.prepare(request)
         if controls.first_byte_delay_ms > 0:
@@ -849,15 +908,11 @@ class MockUpstream:
         controls = call.controls
         anthropic = call.api == "anthropic"
         build = anthropic_events if anthropic else openai_events
-        headers = {**self._headers(call), **SSE_HEADERS}
-        simple = (controls.chunk_delay_ms <= 0 and controls.first_byte_delay_ms <= 0
-                  and controls.drop_after_chunks is None and not controls.malformed)
-        response = web.StreamResponse(headers=headers)
+        if (controls.chunk_delay_ms <= 0 and controls.first_byte_delay_ms <= 0
+                and controls.drop_after_chunks is None and not controls.malformed):
+            return await self._send(request, call.api, self._render(call, build), True)
+        response = web.StreamResponse(headers={**self._headers(call.api), **SSE_HEADERS})
         await response.prepare(request)
-        if simple:
-            await response.write(self._render(call, build))
-            await response.write_eof()
-            return response
         events = build(call, f"mock{next(self._ids):016x}", int(time.time()))
         if controls.malformed:
             first_content = next((i for i, (_, content) in enumerate(events) if content), 1)
@@ -906,7 +961,7 @@ class MockUpstream:
         if not call.controls.no_usage:
             payload["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
         return web.Response(body=orjson.dumps(payload), content_type="application/json",
-                            headers=self._headers(call))
+                            headers=self._headers(call.api))
 
 
 def _join(built: Any) -> bytes:

@@ -21,12 +21,13 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 from django.urls import re_path
 
-from gateway.proxy.app import InferenceApp
-from gateway.proxy.lifecycle import start_data_plane, stop_data_plane
+# Sets Django up: everything below may import models.
+django_application = ASGIStaticFilesHandler(get_asgi_application())
+
+from gateway.proxy.app import InferenceApp  # noqa: E402
+from gateway.proxy.lifecycle import start_data_plane, stop_data_plane  # noqa: E402
 
 logger = logging.getLogger("gateway.asgi")
-
-django_application = ASGIStaticFilesHandler(get_asgi_application())
 inference_application = InferenceApp()
 
 
