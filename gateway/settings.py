@@ -164,6 +164,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "record-resets": {"task": "governance.record_resets", "schedule": 10.0},
     "rollup-usage": {"task": "governance.rollup_usage", "schedule": 60.0},
 }
+# uvicorn's per-request access log (off by default: it costs throughput; x-request-id and
+# usage records identify every inference request).
+ACCESS_LOG = os.environ.get("GATEWAY_ACCESS_LOG", "").lower() in ("1", "true", "yes", "on")
 # Redis keys of the ledger share this hash-tagged prefix (one cluster slot).
 LEDGER_KEY_PREFIX = os.environ.get("GATEWAY_LEDGER_KEY_PREFIX", "ledger")
 

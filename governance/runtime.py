@@ -116,12 +116,21 @@ class GovernanceRuntime:
             return True
 
     async def _poll_loop(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(self.poll_s)
             try:
                 await self.refresh()
-            except Exception:
-                logger.exception("snapshot refresh failed; keeping the previous snapshot")
+            except Exception as exc:
+                if not failing:  # once per outage, not twice a second
+                    logger.exception("snapshot refresh failed; keeping the previous snapshot")
+                else:
+                    logger.debug("snapshot refresh still failing: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    logger.info("snapshot refresh recovered")
+                failing = False
 
     async def _usage_view_loop(self) -> None:
         """Refresh the usage routing rules read, without touching any request."""

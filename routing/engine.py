@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from routing.cel import CelCompileError, CelEngine, CelMissingKey, CompiledExpression
+from routing.memo import memo_key, reads
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class Rule:
     scope_id: str
     priority: int
     created_at: datetime | None = None
+    # what the expression reads (routing/memo.py); None: not memoisable
+    reads: tuple[tuple[str, str | None], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +217,7 @@ def make_rule(data: Mapping[str, Any], engine: CelEngine) -> Rule:
         scope_id="" if scope == "global" else str(data.get("scope_id") or ""),
         priority=int(data.get("priority", 0)),
         created_at=data.get("created_at"),
+        reads=reads(expression) if program is not None else None,
     )
 
 
@@ -266,6 +270,25 @@ def step_variables(fixed: dict[str, object], provider: str, model: str,
     }
 
 
+class _Lazy:
+    """A step's variables, prepared for CEL only if some rule has to be evaluated."""
+
+    __slots__ = ("_engine", "_prepared", "plain")
+
+    def __init__(self, engine: CelEngine, plain: dict[str, object]) -> None:
+        self._engine = engine
+        self.plain = plain
+        self._prepared: Any = None
+
+    def prepared(self) -> Any:
+        if self._prepared is None:
+            self._prepared = self._engine.prepare(self.plain)
+        return self._prepared
+
+
+MEMO_MAX = 4096
+
+
 class RoutingEngine:
     """Evaluates a :class:`RoutingTable`. ``max_depth`` is read at every chain step, so a
     callable that reads live settings takes effect at once."""
@@ -277,6 +300,8 @@ class RoutingEngine:
         self.engine = engine
         self._max_depth = max_depth if callable(max_depth) else (lambda: max_depth)
         self.rng = rng or random.Random()
+        # rule id -> {values read: outcome}; lives with the engine, never on the table
+        self._memo: dict[str, dict[tuple[Any, ...], tuple[Outcome, str]]] = {}
 
     def evaluate(self, context: RoutingContext, *, trace: bool = False) -> RoutingResult:
         provider, model = context.provider, context.model
@@ -300,10 +325,9 @@ class RoutingEngine:
             if step > 0:
                 log.append(f"Chain step {step}: re-evaluating with provider={provider}, "
                            f"model={model}")
-            variables = self.engine.prepare(
-                step_variables(fixed, provider, model, context.capacity(provider, model)))
-            matched = self._first_match(chain, variables, provider, model, step,
-                                        entries if trace else None, log)
+            plain = step_variables(fixed, provider, model, context.capacity(provider, model))
+            matched = self._first_match(chain, _Lazy(self.engine, plain), provider, model,
+                                        step, entries if trace else None, log)
             if matched is None:
                 break
             rule, decision = matched
@@ -328,7 +352,7 @@ class RoutingEngine:
                      log: list[str]) -> tuple[Rule, RoutingDecision] | None:
         for scope in chain:
             for rule in self.table.rules_for(scope):
-                outcome, detail = self._run(rule, variables)
+                outcome, detail = self._outcome(rule, variables)
                 decision = None
                 if outcome is Outcome.MATCHED:
                     target = select_weighted_target(rule.targets, self.rng)
@@ -361,6 +385,24 @@ class RoutingEngine:
                     log.append(f"Rule '{rule.name}' [{rule.expression}] → matched, {detail}")
                     return rule, decision
         return None
+
+    def _outcome(self, rule: Rule, variables: _Lazy) -> tuple[Outcome, str]:
+        """The rule's outcome, from the memo when the same values were seen before
+        (exact: a CEL program is a pure function of what it reads)."""
+        rule_reads = rule.reads
+        if rule_reads is None:
+            return self._run(rule, variables.prepared())
+        memo = self._memo.get(rule.id)
+        if memo is None:
+            memo = self._memo[rule.id] = {}
+        key = memo_key(rule_reads, variables.plain)
+        outcome = memo.get(key)
+        if outcome is None:
+            outcome = self._run(rule, variables.prepared())
+            if len(memo) >= MEMO_MAX:
+                memo.clear()
+            memo[key] = outcome
+        return outcome
 
     @staticmethod
     def _run(rule: Rule, variables: Any) -> tuple[Outcome, str]:

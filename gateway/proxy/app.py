@@ -18,7 +18,6 @@ import contextlib
 import logging
 import random
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +56,7 @@ from gateway.proxy.http import (
     error_body,
     error_headers,
     forwarded_headers,
+    new_request_id,
     read_body,
     request_headers,
     request_id_from,
@@ -238,12 +238,20 @@ def backoff_seconds(attempt: int, initial_ms: int, max_ms: int, rng: random.Rand
 class InferenceApp:
     def __init__(self) -> None:
         self.state: ProxyState | None = None
+        self.active = 0  # requests being handled, settlement and usage event included
 
     # -- entry point ------------------------------------------------------------------------
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        self.active += 1
+        try:
+            await self._handle(scope, receive, send)
+        finally:
+            self.active -= 1
+
+    async def _handle(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         headers = request_headers(scope)
         request_id = request_id_from(headers)
@@ -256,7 +264,7 @@ class InferenceApp:
         call = Call(scope=scope, receive=receive, send=send, started=started,
                     request_id=request_id,
                     ledger_id=request_id if request_id != headers.get("x-request-id")
-                    else uuid.uuid4().hex,
+                    else new_request_id(),
                     headers=headers, operation="", dialect=dialect, base_headers=base_headers)
         try:
             if scope["method"] == "OPTIONS":
@@ -509,9 +517,10 @@ class InferenceApp:
             sent_at = time.perf_counter()
             retry_after = None
             try:
-                response = await asyncio.wait_for(
-                    state.session.post(request.url, data=body, headers=request.headers,
-                                       timeout=timeout), first_byte_s)
+                async with asyncio.timeout(first_byte_s):
+                    response = await state.session.post(request.url, data=body,
+                                                        headers=request.headers,
+                                                        timeout=timeout)
             except TimeoutError:
                 call.upstream_ms += (time.perf_counter() - sent_at) * 1000
                 breaker.failure(state.breakers.clock())

@@ -93,6 +93,10 @@ class GatewayServer:
             time.sleep(0.01)
 
     def flush(self) -> int:
+        """Write usage records, once every request in flight has settled."""
+        deadline = time.monotonic() + 5
+        while self.inference.active and time.monotonic() < deadline:
+            time.sleep(0.01)
         return self.call(self.runtime.flush())
 
     def events(self) -> list[Any]:

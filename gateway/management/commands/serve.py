@@ -33,5 +33,6 @@ class Command(BaseCommand):
             http="auto",
             lifespan="on",
             log_level="info",
+            access_log=settings.ACCESS_LOG,
             timeout_graceful_shutdown=30,
         )

@@ -1,0 +1,72 @@
+"""Memoised rule outcomes are exactly the outcomes of evaluating the rule."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from routing.cel import get_engine
+from routing.engine import KeyIdentity, RoutingContext, RoutingEngine, RoutingTable
+from routing.memo import reads
+
+
+@pytest.mark.parametrize(("expression", "expected"), [
+    ('model == "gpt-4o"', (("model", None),)),
+    ('headers["x-tier"] == "gold"', (("headers", "x-tier"),)),
+    ("headers['x-a'] == 'b' && params[\"p\"] == \"q\"", (("headers", "x-a"), ("params", "p"))),
+    ('team_name == "model" || budget_used > 80.0', (("budget_used", None), ("team_name", None))),
+    ('"x" in headers', None),
+    ("headers.exists(k, k == 'a')", None),
+    ("headers[model] == 'a'", None),
+    ('headers["a\\"b"] == "x"', None),
+    ("size(params) > 0", None),
+    ('"model" == "model"', ()),
+])
+def test_reads(expression, expected):
+    assert reads(expression) == expected
+
+
+RULES = [
+    'headers["x-tier"] == "gold"',
+    'model == "gpt-4o" && request > 50.0',
+    'team_name == "research" || headers["x-team"] == "r"',
+    '"beta" in headers',
+    'params["region"] == "eu" && budget_used >= 80.0',
+]
+
+
+def _table(engine):
+    return RoutingTable.build([
+        {"id": f"r{index}", "name": f"rule {index}", "cel_expression": expression,
+         "scope": "global", "priority": index,
+         "targets": [{"provider": "p", "model": f"m{index}", "weight": 1.0}]}
+        for index, expression in enumerate(RULES)], engine=engine)
+
+
+@settings(max_examples=150, deadline=None)
+@given(contexts=st.lists(st.fixed_dictionaries({
+    "model": st.sampled_from(["gpt-4o", "gpt-4o-mini"]),
+    "headers": st.dictionaries(st.sampled_from(["x-tier", "x-team", "beta"]),
+                               st.sampled_from(["gold", "r", ""]), max_size=3),
+    "params": st.dictionaries(st.just("region"), st.sampled_from(["eu", "us"]), max_size=1),
+    "team": st.sampled_from(["research", "ops"]),
+    "budget": st.sampled_from([0.0, 80.0, 95.5]),
+    "request": st.sampled_from([10.0, 60.0]),
+}), min_size=1, max_size=12))
+def test_memoised_decisions_equal_fresh_evaluations(contexts):
+    from routing.engine import Capacity
+
+    cel = get_engine()
+    table = _table(cel)
+    memoised = RoutingEngine(table, engine=cel, rng=random.Random(0))
+    for values in contexts:
+        context = RoutingContext(
+            provider="", model=values["model"], headers=values["headers"],
+            query_params=values["params"],
+            key=KeyIdentity("k", "key", team_id="t", team_name=values["team"]),
+            capacity=lambda provider, model, v=values: Capacity(v["budget"], 0.0, v["request"]))
+        fresh = RoutingEngine(table, engine=cel, rng=random.Random(0)).evaluate(context)
+        assert memoised.evaluate(context).decision == fresh.decision
