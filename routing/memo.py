@@ -58,9 +58,10 @@ def reads(expression: str, declared: frozenset[str] | None = None) -> tuple[Read
 
 
 def memo_key(rule_reads: tuple[Read, ...], variables: Mapping[str, Any]) -> tuple[Any, ...]:
-    values = []
-    for name, key in rule_reads:
-        value = variables.get(name)
-        values.append(value.get(key) if key is not None and isinstance(value, Mapping)
-                      else value)
-    return tuple(values)
+    """The values ``rule_reads`` name (``headers`` and ``params`` are always dicts)."""
+    get = variables.get
+    return tuple([get(name) if key is None else get(name, _EMPTY).get(key)
+                  for name, key in rule_reads])
+
+
+_EMPTY: dict[str, str] = {}
