@@ -337,7 +337,10 @@ class UsageView:
                 tokens = max(tokens, percent)
             elif limit.metric is Metric.REQUESTS:
                 requests = max(requests, percent)
-        return Capacity(budget_used=budget, tokens_used=tokens, request=requests)
+        # Two decimals: the view is up to a second old anyway, and stable values let routing
+        # reuse rule outcomes (routing/memo.py) instead of re-evaluating on every request.
+        return Capacity(budget_used=round(budget, 2), tokens_used=round(tokens, 2),
+                        request=round(requests, 2))
 
 
 def window_reset_at(limit: Limit, now: float) -> float | None:

@@ -23,9 +23,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connections
 
 from gateway import config_version
 from gateway.conf import gateway_settings
@@ -59,7 +58,7 @@ def _build_snapshot(version: int) -> Snapshot:
     try:
         return build_snapshot(version, built_at=time.time())
     finally:
-        close_old_connections()
+        connections.close_all()  # this pooled thread's own connections
 
 
 class GovernanceRuntime:
@@ -165,14 +164,14 @@ class GovernanceRuntime:
                 logger.exception("background job %s failed; retrying next time", name)
 
     async def _record_resets(self) -> None:
-        from governance.tasks import record_resets
+        from governance.tasks import in_thread, record_resets
 
-        await sync_to_async(record_resets, thread_sensitive=False)()
+        await in_thread(record_resets)
 
     async def _rollup(self) -> None:
-        from governance.tasks import rollup_pass
+        from governance.tasks import in_thread, rollup_pass
 
-        await sync_to_async(rollup_pass, thread_sensitive=False)()
+        await in_thread(rollup_pass)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -83,3 +83,15 @@ def admin_client_logged_in(staff_user) -> Client:
     client = Client()
     client.force_login(staff_user)
     return client
+
+
+@pytest.fixture
+async def close_async_connections():
+    """For async tests that reach the ORM through ``sync_to_async``: close the database
+    connection of asgiref's worker thread afterwards, or PostgreSQL refuses to drop the
+    test database ("being accessed by other users")."""
+    yield
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    await sync_to_async(connections.close_all)()

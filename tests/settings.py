@@ -11,3 +11,6 @@ from gateway.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 GATEWAY_CONFIG_POLL_MS = 20
+# Views served by the in-process test server run in asgiref's worker thread: close their
+# connections at the end of each request, so PostgreSQL can drop the test database.
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405

@@ -302,7 +302,7 @@ async def _spend(governor, snap, key, request_id, cost_nanos):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_lowering_a_budget_below_usage_keeps_the_usage_p28(world):
+async def test_lowering_a_budget_below_usage_keeps_the_usage_p28(world, close_async_connections):
     from asgiref.sync import sync_to_async
 
     budget = await sync_to_async(BudgetFactory)(virtual_key=world["key"],
@@ -328,7 +328,7 @@ async def test_lowering_a_budget_below_usage_keeps_the_usage_p28(world):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_switching_an_existing_budget_to_calendar_windows(world):
+async def test_switching_an_existing_budget_to_calendar_windows(world, close_async_connections):
     """Turning on calendar alignment moves the window to the calendar period: the counter
     of the new window starts empty, the old one is kept until it expires (no history is
     edited), and from then on the window rolls at UTC midnight."""

@@ -122,7 +122,7 @@ def test_record_resets_calendar_budget_to_month_start():
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_rebuild_counters_sets_counters_from_records_idempotently():
+async def test_rebuild_counters_sets_counters_from_records_idempotently(close_async_connections):
     from asgiref.sync import sync_to_async
 
     def setup():
@@ -156,7 +156,7 @@ async def test_rebuild_counters_sets_counters_from_records_idempotently():
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_flush_pass_writes_records_and_copies_counters():
+async def test_flush_pass_writes_records_and_copies_counters(close_async_connections):
     from asgiref.sync import sync_to_async
 
     key = await sync_to_async(VirtualKeyFactory)()
