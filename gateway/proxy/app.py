@@ -164,7 +164,7 @@ class Failure:
     final: bool = False  # a 4xx the caller must see as is: no fallback
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """Everything about one inference request."""
 
@@ -211,6 +211,16 @@ class ProxyState:
         self.cel = get_engine(cel_engine)
         self.max_depth = max_depth
         self._engine_for: tuple[int, RoutingEngine] | None = None
+        self._timeouts: dict[tuple[int, int, int], aiohttp.ClientTimeout] = {}
+
+    def timeout_for(self, provider: Any) -> aiohttp.ClientTimeout:
+        """The provider's connect / idle / total timeouts (first byte is applied apart)."""
+        key = (provider.total_timeout_ms, provider.connect_timeout_ms, provider.idle_timeout_ms)
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            timeout = self._timeouts[key] = aiohttp.ClientTimeout(
+                total=key[0] / 1000, sock_connect=key[1] / 1000, sock_read=key[2] / 1000)
+        return timeout
 
     def routing_engine(self, snapshot: Any) -> RoutingEngine:
         cached = self._engine_for
@@ -485,9 +495,7 @@ class InferenceApp:
         except translation.TranslationError as exc:
             return Failure(BadRequest(str(exc)), final=True)
         ordered = weighted_order([(key, key.weight) for key in keys], state.rng)
-        timeout = aiohttp.ClientTimeout(total=provider.total_timeout_ms / 1000,
-                                        sock_connect=provider.connect_timeout_ms / 1000,
-                                        sock_read=provider.idle_timeout_ms / 1000)
+        timeout = state.timeout_for(provider)
         first_byte_s = provider.first_byte_timeout_ms / 1000
         rejected: set[str] = set()
         attempt = 0
@@ -579,10 +587,12 @@ class InferenceApp:
     # -- responses ------------------------------------------------------------------------------
 
     def _route_headers(self, call: Call, candidate: Any, index: int) -> list[tuple[str, str]]:
-        return [("x-gateway-provider", candidate.provider),
-                ("x-gateway-model", candidate.model),
-                ("x-gateway-routing-rule", call.rule_name),
-                ("x-gateway-fallback-index", str(index))]
+        headers = [("x-gateway-provider", candidate.provider),
+                   ("x-gateway-model", candidate.model),
+                   ("x-gateway-fallback-index", str(index))]
+        if call.rule_name:
+            headers.append(("x-gateway-routing-rule", call.rule_name))
+        return headers
 
     async def _deliver(self, call: Call, state: ProxyState, candidate: Any, provider: Any,
                        key: Any, breaker: Any, response: aiohttp.ClientResponse,

@@ -131,8 +131,14 @@ def error_headers(error: GatewayError) -> list[tuple[str, str]]:
 
 
 def forwarded_headers(upstream: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(name.lower(), value) for name, value in upstream
-            if name.lower() not in DROPPED_RESPONSE_HEADERS]
+    """Provider headers worth passing on. The provider's own ``x-ratelimit-*`` describe the
+    provider account behind every virtual key; the gateway sends its own for the key."""
+    kept = []
+    for name, value in upstream:
+        lowered = name.lower()
+        if lowered not in DROPPED_RESPONSE_HEADERS and not lowered.startswith("x-ratelimit-"):
+            kept.append((lowered, value))
+    return kept
 
 
 class Cors:

@@ -280,6 +280,7 @@ def test_routing_rule_rewrites_the_target(gateway, world):
     assert gold.headers["x-gateway-routing-rule"] == "to-claude"
     plain = post(gateway, world)
     assert plain.headers["x-gateway-provider"] == "mock"
+    assert "x-gateway-routing-rule" not in plain.headers
     gateway.flush()
     names = sorted(UsageRecord.objects.values_list("routing_rule_name", flat=True))
     assert names == ["", "to-claude"]

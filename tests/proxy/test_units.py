@@ -140,7 +140,8 @@ def test_forwarded_headers_drop_hop_by_hop_and_credentials():
     kept = forwarded_headers([("Content-Length", "5"), ("Set-Cookie", "s=1"),
                               ("Transfer-Encoding", "chunked"), ("x-api-key", "k"),
                               ("openai-processing-ms", "12"), ("X-Request-Id", "up"),
-                              ("Connection", "keep-alive")])
+                              ("Connection", "keep-alive"), ("x-ratelimit-limit-requests", "9"),
+                              ("Content-Type", "application/json")])
     assert kept == [("openai-processing-ms", "12")]
 
 
