@@ -116,7 +116,9 @@ class VirtualKeyProviderConfig(TimestampedModel):
         validators=[validate_whitelist],
         help_text='["*"] allows every model; an empty list allows none.',
     )
-    allow_all_keys = models.BooleanField(default=False)
+    allow_all_keys = models.BooleanField(
+        default=True, help_text="Use any of the provider's API keys; otherwise only those below."
+    )
     keys = models.ManyToManyField(ProviderKey, blank=True, related_name="virtual_key_configs")
 
     class Meta:

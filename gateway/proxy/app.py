@@ -33,6 +33,7 @@ from gateway.errors import (
     MethodNotAllowed,
     NoProviderAvailable,
     NotFound,
+    ProviderBlocked,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -162,6 +163,7 @@ class Failure:
     error: GatewayError
     response: tuple[int, bytes, list[tuple[str, str]]] | None = None
     final: bool = False  # a 4xx the caller must see as is: no fallback
+    reached: bool = False  # some attempt reached the provider
 
 
 @dataclass(slots=True)
@@ -188,6 +190,7 @@ class Call:
     upstream_ms: float = 0.0
     response_started: bool = False
     prompt_tokens_estimate: int = 0
+    upstream_attempts: int = 0
 
     @property
     def wants_usage_chunk(self) -> bool:
@@ -402,6 +405,7 @@ class InferenceApp:
                 denial = denial or exc
                 continue
             state.stats.started(candidate.provider, candidate.model)
+            attempts_before = call.upstream_attempts
             outcome: Failure | None = None
             upstream_started = time.perf_counter()
             try:
@@ -417,6 +421,7 @@ class InferenceApp:
             if outcome is None:
                 return  # answered, settled and recorded
             failure = outcome
+            failure.reached = call.upstream_attempts > attempts_before
             last = (candidate, provider, admission, index)
             if outcome.final:
                 break
@@ -434,8 +439,12 @@ class InferenceApp:
     async def _finish_failure(self, call: Call, state: ProxyState, candidate: Any,
                               provider: Any, admission: Admission, index: int,
                               failure: Failure) -> None:
-        """The last candidate failed: answer with its error, settle (the request counts) and
-        record it."""
+        """The last candidate failed: answer with its error. If it reached the provider,
+        settle (the request counts) and record it; otherwise give the reservation back."""
+        if not failure.reached:
+            await state.runtime.governor.release(admission)
+            await self._send_error(call, failure.error)
+            return
         if failure.response is not None and failure.final:
             status, body, upstream_headers = failure.response
             headers = [*call.base_headers, *self._route_headers(call, candidate, index),
@@ -488,6 +497,10 @@ class InferenceApp:
                              config: Any, admission: Admission, index: int) -> Failure | None:
         keys = self._eligible_keys(provider, config, candidate)
         if not keys:
+            if config is not None and not config.allow_all_keys and not config.key_ids:
+                return Failure(ProviderBlocked(
+                    f"The virtual key's provider config for '{provider.name}' allows none of "
+                    f"its API keys: allow all keys (key_ids [\"*\"]) or list some"))
             return Failure(NoProviderAvailable(
                 f"No enabled key of provider '{provider.name}' may serve '{candidate.model}'"))
         try:
@@ -524,6 +537,7 @@ class InferenceApp:
                 return Failure(BadRequest(str(exc)), final=True)
             sent_at = time.perf_counter()
             retry_after = None
+            call.upstream_attempts += 1
             try:
                 async with asyncio.timeout(first_byte_s):
                     response = await state.session.post(request.url, data=body,

@@ -97,9 +97,8 @@ def quota(key: VirtualKey, now: float) -> dict[str, Any]:
             "max_limit": str(budget.max_limit),
             "reset_duration": budget.reset_duration,
             "calendar_aligned": budget.calendar_aligned,
-            "current_usage": str(current.quantize(Decimal("0.000000001")).normalize()),
-            "remaining": str(max(budget.max_limit - current, Decimal(0))
-                             .quantize(Decimal("0.000000001")).normalize()),
+            "current_usage": format_cost(current),
+            "remaining": format_cost(max(budget.max_limit - current, Decimal(0))),
             "window_start": _iso(start),
             "next_reset_at": _iso(end),
             "spend_by_model": _spend_by_model(key, start),

@@ -317,3 +317,15 @@ def test_config_change_is_visible_within_a_second(gateway, world):
         time.sleep(0.02)
     else:
         pytest.fail("a deactivated key still worked after a second")
+
+
+def test_a_provider_config_allowing_no_keys_is_403_saying_why(gateway, world):
+    world["key"].provider_configs.filter(provider=world["openai"]).update(allow_all_keys=False)
+    gateway.reload()
+    response = post(gateway, world)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "provider_blocked"
+    assert "key_ids" in response.json()["error"]["message"]
+    assert world["mock"].requests == []
+    gateway.flush()
+    assert not UsageRecord.objects.exists()  # never reached a provider: no usage
