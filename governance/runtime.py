@@ -151,7 +151,7 @@ class GovernanceRuntime:
         from governance.tasks import flush_pass
 
         if self.embedded:
-            return await flush_pass(self.sink, self.ledger)
+            return await flush_pass(self.sink, self.ledger, shared=True)
         await self.sink.retry_pending()
         return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -121,12 +122,16 @@ def write_records(events: Sequence[UsageEvent]) -> int:
     return len(unique) - before
 
 
-def drain_into_records(reader: Any, *, max_batches: int = 100) -> int:
+def drain_into_records(reader: Any, *, max_batches: int = 100,
+                       batch_size: int = FLUSH_BATCH, pause_s: float = 0.0) -> int:
     """Drain ``reader`` (a MemorySink or RedisStreamReader) into the database; returns the
-    number of new records. A batch is acked only after its rows are committed."""
+    number of new records. A batch is acked only after its rows are committed. ``pause_s``
+    sleeps between batches (releasing the GIL to a data plane sharing the process)."""
     written = 0
-    for _ in range(max_batches):
-        batch: Batch = reader.drain(FLUSH_BATCH)
+    for index in range(max_batches):
+        if index and pause_s:
+            time.sleep(pause_s)
+        batch: Batch = reader.drain(batch_size)
         if not batch.events and not batch.token:
             break
         try:
@@ -135,7 +140,7 @@ def drain_into_records(reader: Any, *, max_batches: int = 100) -> int:
             reader.nack(batch)
             raise
         reader.ack(batch)
-        if len(batch.events) < FLUSH_BATCH:
+        if len(batch.events) < batch_size:
             break
     return written
 
@@ -319,9 +324,19 @@ async def in_thread(function: Any, *args: Any) -> Any:
     return await sync_to_async(run, thread_sensitive=False)()
 
 
-async def flush_pass(reader: Any, ledger: Ledger | None) -> int:
+# In-process flushes (embedded mode) share the interpreter with the data plane: small
+# batches with a pause between them keep its latency smooth while the flush runs.
+SHARED_BATCH = 250
+SHARED_PAUSE_S = 0.005
+
+
+async def flush_pass(reader: Any, ledger: Ledger | None, *, shared: bool = False) -> int:
     """Drain events into records, then copy counters to the limit rows."""
-    written = await in_thread(drain_into_records, reader)
+    if shared:
+        written = await in_thread(lambda: drain_into_records(
+            reader, max_batches=1_000_000, batch_size=SHARED_BATCH, pause_s=SHARED_PAUSE_S))
+    else:
+        written = await in_thread(drain_into_records, reader)
     if ledger is not None:
         rows = await in_thread(limit_rows)
         used = await _read_counters(ledger, rows)
