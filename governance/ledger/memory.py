@@ -55,13 +55,19 @@ class MemoryLedger(Ledger):
         self._records: dict[str, _Record] = {}
         self._lock = threading.Lock()
         self._next_purge = float("-inf")
+        self._names: dict[tuple[str, str], str] = {}
 
     def _key(self, limit: Limit, now: float) -> tuple[str, float]:
         """Counter key and the time it may be dropped."""
         if limit.window is None:
             return f"{self.key_prefix}:{limit.id}:lease", now + self.lease_seconds
         slot, _start, end = window_slot(limit.window, now)
-        return f"{self.key_prefix}:{limit.id}:{slot}", end + EXPIRY_MARGIN_SECONDS
+        name = self._names.get((limit.id, slot))
+        if name is None:
+            if len(self._names) > 100_000:
+                self._names.clear()
+            name = self._names[(limit.id, slot)] = f"{self.key_prefix}:{limit.id}:{slot}"
+        return name, end + EXPIRY_MARGIN_SECONDS
 
     def _purge(self, now: float) -> None:
         """Drop expired counters, records and leases, at most once per clock second."""
@@ -95,26 +101,29 @@ class MemoryLedger(Ledger):
             if request_id in self._records:
                 return Admitted()  # a repeated admit never reserves twice
             keys = [self._key(limit, now) for limit in limits]
-            violations = []
-            for limit, (key, _expires_at) in zip(limits, keys, strict=True):
-                used = self._used(limit.metric, key, now)
-                if exceeds(limit.metric, used, limit.maximum):
-                    violations.append((limit, used))
+            current = [self._used(limit.metric, key, now)
+                       for limit, (key, _expires_at) in zip(limits, keys, strict=True)]
+            violations = [(limit, used) for limit, used in zip(limits, current, strict=True)
+                          if exceeds(limit.metric, used, limit.maximum)]
             if violations:
                 return denial(violations, now)
             entries = []
             used_after = {}
             record_expires_at = now + self.lease_seconds
-            for limit, (key, expires_at) in zip(limits, keys, strict=True):
-                amount = amount_for(limit.metric, reservation)
-                if limit.metric is Metric.CONCURRENT:
+            counters, expiry = self._counters, self._expiry
+            for limit, (key, expires_at), used in zip(limits, keys, current, strict=True):
+                metric = limit.metric
+                amount = amount_for(metric, reservation)
+                if metric is Metric.CONCURRENT:
                     self._leases.setdefault(key, {})[request_id] = expires_at
+                    used_after[limit.id] = used + 1
                 else:
-                    self._counters[key] = self._counters.get(key, 0) + amount
-                    self._expiry[key] = max(self._expiry.get(key, 0.0), expires_at)
-                entries.append(_Entry(key, limit.metric, amount))
-                used_after[limit.id] = self._used(limit.metric, key, now)
-                record_expires_at = max(record_expires_at, expires_at)
+                    counters[key] = used_after[limit.id] = counters.get(key, 0) + amount
+                    if expiry.get(key, 0.0) < expires_at:
+                        expiry[key] = expires_at
+                entries.append(_Entry(key, metric, amount))
+                if expires_at > record_expires_at:
+                    record_expires_at = expires_at
             self._records[request_id] = _Record(entries, record_expires_at)
             return Admitted(used_after)
 
