@@ -183,12 +183,21 @@ def start_gateway(processes: Processes, mock_url: str, state_dir: Path, server: 
 
 
 def start_litellm(processes: Processes, mock_url: str, state_dir: Path) -> Target | None:
-    if importlib.util.find_spec("litellm") is None:
-        print("(d) skipped: litellm not installed")
+    """LiteLLM's proxy: from this interpreter, or the ``litellm`` executable named by
+    ``LITELLM_BIN`` (a separate venv: ``pip install 'litellm[proxy]'``)."""
+    external = os.environ.get("LITELLM_BIN", "")
+    if external and not Path(external).exists():
+        print(f"(d) skipped: LITELLM_BIN={external} does not exist")
+        return None
+    if not external and importlib.util.find_spec("litellm") is None:
+        print("(d) skipped: litellm not installed (or set LITELLM_BIN)")
         return None
     port = free_port()
     config = state_dir / "litellm.yaml"
+    master_key = "sk-bench-" + os.urandom(16).hex()
     config.write_text(
+        "general_settings:\n"
+        f"  master_key: {master_key}\n"
         "model_list:\n"
         "  - model_name: mock/gpt-4o-mini\n"
         "    litellm_params:\n"
@@ -196,12 +205,12 @@ def start_litellm(processes: Processes, mock_url: str, state_dir: Path) -> Targe
         f"      api_base: {mock_url}/v1\n"
         "      api_key: mock-ok\n"
     )
-    executable = Path(PY).parent / "litellm"
+    executable = Path(external) if external else Path(PY).parent / "litellm"
     command = ([str(executable)] if executable.exists()
                else [PY, "-m", "litellm.proxy.proxy_cli"])
     command += ["--config", str(config), "--host", "127.0.0.1", "--port", str(port),
                 "--num_workers", "1"]
-    target = Target("(d) litellm", f"http://127.0.0.1:{port}", "mock/gpt-4o-mini", "sk-bench")
+    target = Target("(d) litellm", f"http://127.0.0.1:{port}", "mock/gpt-4o-mini", master_key)
     process = processes.spawn("litellm", command)
     try:
         processes.wait_ready("litellm", process, port, timeout=120)
