@@ -54,7 +54,6 @@ from governance.ledger import (
 from governance.ledger.base import retry_after_seconds
 from governance.ledger.windows import window_bounds
 from pricing.cost import Pricer
-from pricing.cost import Usage as TokenUsage
 from routing.engine import Capacity
 
 logger = logging.getLogger(__name__)
@@ -228,10 +227,9 @@ class Governor:
         output_tokens = max_output_tokens if max_output_tokens is not None \
             else self.default_max_tokens
         output_tokens = max(output_tokens, 0)
-        quote = pricer.quote(TokenUsage(input_tokens=prompt_tokens, output_tokens=output_tokens),
-                             provider, model, request_type, virtual_key_id,
-                             count_unpriced=False)
-        return Reservation(cost_nanos=quote.total_nanos, tokens=prompt_tokens + output_tokens)
+        cost_nanos = pricer.estimate_nanos(provider, model, request_type, virtual_key_id,
+                                           prompt_tokens, output_tokens)
+        return Reservation(cost_nanos=cost_nanos, tokens=prompt_tokens + output_tokens)
 
     # -- ledger -----------------------------------------------------------------------------
 

@@ -290,6 +290,7 @@ class Pricer:
         self._clock = clock
         self._max_cached = max_cached
         self._cache: dict[tuple[Any, ...], ResolvedPrice] = {}
+        self._float_rates: dict[int, tuple[EffectiveRates, float, float]] = {}
         self._virtual_key_ids = self._overrides.virtual_key_ids
         self._provider_key_ids = self._overrides.provider_key_ids
 
@@ -318,6 +319,32 @@ class Pricer:
                 self._cache.clear()
             self._cache[key] = resolved
         return resolved
+
+    def estimate_nanos(self, provider: str, model: str, request_type: str,
+                       virtual_key_id: Any, input_tokens: int, output_tokens: int) -> int:
+        """An upper estimate in nano-dollars for reserving budget before a request: the
+        prompt at the input rate and ``output_tokens`` at the output rate (for the tier the
+        prompt falls in), plus the per-request fee. Float arithmetic: a reservation is an
+        estimate, and the settled cost comes from :meth:`quote`."""
+        resolved = self.resolve(provider, model, request_type, virtual_key_id)
+        rates = resolved.rates
+        if resolved.conditional:
+            rates = resolved.rates_at(self._clock())
+        if rates is None:
+            return 0
+        if rates.tiered:
+            input_rate = float(rates.input.rate_for(input_tokens))
+            output_rate = float(rates.output.rate_for(input_tokens))
+        else:
+            cached = self._float_rates.get(id(rates))
+            if cached is None or cached[0] is not rates:
+                cached = (rates, float(rates.input.base), float(rates.output.base))
+                if len(self._float_rates) >= self._max_cached:
+                    self._float_rates.clear()
+                self._float_rates[id(rates)] = cached
+            input_rate, output_rate = cached[1], cached[2]
+        dollars = input_rate * max(input_tokens, 0) + output_rate * max(output_tokens, 0)
+        return int(dollars * 1e9) + int(rates.request * 1_000_000_000) + 1
 
     def quote(
         self,

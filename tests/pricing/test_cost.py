@@ -753,3 +753,27 @@ def test_cost_components_sum_and_grow_with_tokens(target, usage, extra_input, ex
         output_tokens=usage.output_tokens + extra_output,
     )
     assert PROPERTY_PRICER.quote(more, provider, model, CHAT).total >= cost.total
+
+
+@pytest.mark.parametrize(("model", "input_tokens", "output_tokens"), [
+    ("gpt-4o", 1000, 500), ("gpt-4o-mini", 1, 4096), ("claude-sonnet-4-5", 250_000, 1000),
+    ("claude-sonnet-4-5", 10, 10),
+])
+def test_estimate_is_the_quote_within_a_nano_dollar(model, input_tokens, output_tokens):
+    provider = "anthropic" if model.startswith("claude") else "openai"
+    pricer = Pricer(catalog=PriceCatalog.bundled(), overrides=[],
+                    providers=[ProviderPricing("openai", "openai"),
+                               ProviderPricing("anthropic", "anthropic")])
+    exact = pricer.quote(Usage(input_tokens=input_tokens, output_tokens=output_tokens),
+                         provider, model, "chat_completion").total_nanos
+    estimate = pricer.estimate_nanos(provider, model, "chat_completion", None, input_tokens,
+                                     output_tokens)
+    assert exact > 0
+    assert abs(estimate - exact) <= 2 + exact * 1e-9
+
+
+def test_estimate_of_an_unpriced_model_is_zero_and_not_counted():
+    pricer = Pricer(catalog=PriceCatalog.bundled(), overrides=[],
+                    providers=[ProviderPricing("openai", "openai")])
+    assert pricer.estimate_nanos("openai", "no-such-model", "chat_completion", None, 10, 10) == 0
+    assert pricer.unpriced.total == 0
