@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gateway.conf import gateway_settings
 
@@ -22,6 +22,10 @@ class Command(BaseCommand):
         import uvicorn
 
         gateway_settings.validate()
+        if options["workers"] > 1 and not settings.REDIS_URL:
+            raise CommandError(
+                "--workers above 1 needs REDIS_URL: in the embedded mode limits and usage "
+                "are counted in one process, and several would each count their own.")
         self.stdout.write(f"Serving on http://{options['host']}:{options['port']}/ "
                           f"(admin at /admin/, API docs at /api/docs/)")
         uvicorn.run(
