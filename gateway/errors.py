@@ -184,10 +184,24 @@ class UpstreamError(GatewayError):
     message = "The provider could not be reached or returned an invalid response"
 
 
+class UpstreamRateLimited(UpstreamError):
+    """The provider kept answering 429 after every retry."""
+
+    status_code = 429
+    type = "rate_limit_error"
+
+
 class UpstreamTimeout(UpstreamError):
     status_code = 504
     code = "upstream_timeout"
     message = "The provider did not answer in time"
+
+
+class CorsOriginNotAllowed(GatewayError):
+    status_code = 403
+    code = "cors_origin_not_allowed"
+    type = "permission_error"
+    message = "This origin is not allowed (GATEWAY_CORS_ORIGINS)"
 
 
 class MethodNotAllowed(GatewayError):

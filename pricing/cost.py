@@ -298,6 +298,13 @@ class Pricer:
         """The catalog provider billing gateway provider ``provider`` (by name), or None."""
         return self._catalog_providers.get(provider)
 
+    def catalog_model_ids(self, provider: str) -> list[str]:
+        """Model ids the catalog prices for gateway provider ``provider`` (by name)."""
+        catalog_id = self._catalog_providers.get(provider)
+        if catalog_id is None:
+            return []
+        return [model.model_id for model in self._catalog.iter_models(catalog_id)]
+
     def resolve(
         self,
         provider: str,
@@ -356,10 +363,8 @@ class Pricer:
         provider_key_id: Any = None,
         *,
         at: datetime | None = None,
-        count_unpriced: bool = True,
     ) -> CostBreakdown:
-        """The cost of ``usage`` for a request; unpriced requests cost 0 and are counted
-        (unless ``count_unpriced`` is false: estimates before the request)."""
+        """The cost of ``usage`` for a request; unpriced requests cost 0 and are counted."""
         cache = self._cache
         if virtual_key_id is None and provider_key_id is None:
             resolved = cache.get((provider, model, request_type, None, None))
@@ -373,8 +378,7 @@ class Pricer:
         if resolved.conditional:
             rates = resolved.rates_at(at if at is not None else self._clock())
         if rates is None:
-            if count_unpriced:
-                self.unpriced.increment(provider, model)
+            self.unpriced.increment(provider, model)
             return _unpriced_breakdown(resolved)
         return _breakdown(usage, rates, resolved)
 

@@ -352,24 +352,14 @@ class RoutingEngine:
 
     def _chain_reads(self, chain: tuple[tuple[str, str], ...]) -> tuple[Any, ...] | None:
         """Everything the rules of ``chain`` read, or None if one rule is not memoisable."""
-        if chain in self._chain_reads_cache:
-            return self._chain_reads_cache[chain]
-        union: set[tuple[str, str | None]] = set()
-        result: tuple[Any, ...] | None
-        for scope in chain:
-            for rule in self.table.rules_for(scope):
-                if rule.reads is None:
-                    union = set()
-                    result = None
-                    break
-                union.update(rule.reads)
-            else:
-                continue
-            break
-        else:
-            result = tuple(sorted(union, key=lambda item: (item[0], item[1] or "")))
-        self._chain_reads_cache[chain] = result
-        return result
+        if chain not in self._chain_reads_cache:
+            rules = [rule for scope in chain for rule in self.table.rules_for(scope)]
+            result: tuple[Any, ...] | None = None
+            if all(rule.reads is not None for rule in rules):
+                union = {read for rule in rules for read in rule.reads or ()}
+                result = tuple(sorted(union, key=lambda item: (item[0], item[1] or "")))
+            self._chain_reads_cache[chain] = result
+        return self._chain_reads_cache[chain]
 
     def _first_match(self, chain: tuple[tuple[str, str], ...], variables: Any, provider: str,
                      model: str, step: int, entries: list[TraceEntry] | None,

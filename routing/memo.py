@@ -29,7 +29,6 @@ _STRING = re.compile(
 _IDENTIFIER = re.compile(r"(?<![\w.])([A-Za-z_]\w*)")
 _MAP_ACCESS = re.compile(
     r"""\b(headers|params)\s*\[\s*(?:'((?:\\.|[^'\\])*)'|"((?:\\.|[^"\\])*)")\s*\]""")
-_ESCAPES = re.compile(r"\\")
 
 Read = tuple[str, str | None]
 
@@ -43,7 +42,7 @@ def reads(expression: str, declared: frozenset[str] | None = None) -> tuple[Read
     remainder = expression
     for match in _MAP_ACCESS.finditer(expression):
         key = match.group(2) if match.group(2) is not None else match.group(3)
-        if _ESCAPES.search(key):
+        if "\\" in key:
             return None  # escapes: the literal's value is not the text; do not guess
         found.add((match.group(1), key))
     remainder = _MAP_ACCESS.sub(" 0 ", remainder)

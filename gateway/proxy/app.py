@@ -27,6 +27,7 @@ import orjson
 
 from gateway.errors import (
     BadRequest,
+    CorsOriginNotAllowed,
     GatewayError,
     InvalidJSON,
     LimitExceeded,
@@ -35,6 +36,7 @@ from gateway.errors import (
     NotFound,
     ProviderBlocked,
     UpstreamError,
+    UpstreamRateLimited,
     UpstreamTimeout,
 )
 from gateway.proxy import translation
@@ -213,7 +215,7 @@ class ProxyState:
         self.max_body_bytes = max_body_bytes
         self.cel = get_engine(cel_engine)
         self.max_depth = max_depth
-        self._engine_for: tuple[int, RoutingEngine] | None = None
+        self._engine: RoutingEngine | None = None
         self._timeouts: dict[tuple[int, int, int], aiohttp.ClientTimeout] = {}
 
     def timeout_for(self, provider: Any) -> aiohttp.ClientTimeout:
@@ -226,12 +228,11 @@ class ProxyState:
         return timeout
 
     def routing_engine(self, snapshot: Any) -> RoutingEngine:
-        cached = self._engine_for
-        if cached is not None and cached[0] == id(snapshot.routing):
-            return cached[1]
-        engine = RoutingEngine(snapshot.routing, engine=self.cel, max_depth=self.max_depth,
-                               rng=self.rng)
-        self._engine_for = (id(snapshot.routing), engine)
+        """One engine (and its memo) per routing table, replaced when the snapshot is."""
+        engine = self._engine
+        if engine is None or engine.table is not snapshot.routing:
+            engine = self._engine = RoutingEngine(snapshot.routing, engine=self.cel,
+                                                  max_depth=self.max_depth, rng=self.rng)
         return engine
 
 
@@ -316,7 +317,7 @@ class InferenceApp:
     async def _preflight(self, call: Call, state: ProxyState | None) -> None:
         origin = call.headers.get("origin")
         if state is None or not state.cors.allowed(origin):
-            raise _CorsRefused()
+            raise CorsOriginNotAllowed()
         call.response_started = True
         headers = [("x-request-id", call.request_id), *state.cors.preflight_headers(
             origin, call.headers.get("access-control-request-headers"))]
@@ -339,11 +340,8 @@ class InferenceApp:
             if provider is None or not provider.enabled:
                 continue
             if config.allowed_models == ("*",):
-                catalog_id = pricer.catalog_provider_id(config.provider)
-                catalog = getattr(pricer, "_catalog", None)
-                if catalog_id and catalog is not None:
-                    names += [(f"{config.provider}/{model.model_id}", config.provider)
-                              for model in catalog.iter_models(catalog_id)]
+                names += [(f"{config.provider}/{model}", config.provider)
+                          for model in pricer.catalog_model_ids(config.provider)]
             else:
                 names += [(f"{config.provider}/{model}", config.provider)
                           for model in config.allowed_models]
@@ -584,10 +582,9 @@ class InferenceApp:
                         else:
                             breaker.cancel_probe()
                         retry_after = response.headers.get("retry-after")
-                        error = UpstreamError(
-                            f"Provider '{provider.name}' answered {status}")
-                        error.status_code = 429 if status == 429 else 502  # type: ignore[misc]
-                        last = Failure(error, upstream)
+                        error_class = UpstreamRateLimited if status == 429 else UpstreamError
+                        last = Failure(error_class(
+                            f"Provider '{provider.name}' answered {status}"), upstream)
                     else:
                         breaker.success()
                         return Failure(UpstreamError(f"Provider answered {status}"), upstream,
@@ -909,16 +906,8 @@ class StreamRelay:
             if isinstance(message, dict):
                 self.usage = merge_usage(self.usage, anthropic_usage(message.get("usage")))
         elif kind == "message_delta":
-            update = payload.get("usage")
-            if isinstance(update, dict):
-                current = self.usage
-                merged = anthropic_usage(update)
-                if current is not None and merged is not None and not update.get("input_tokens"):
-                    merged = Usage(input_tokens=current.input_tokens,
-                                   cached_read_tokens=current.cached_read_tokens,
-                                   cache_write_tokens=current.cache_write_tokens,
-                                   output_tokens=merged.output_tokens)
-                self.usage = merge_usage(current, merged)
+            # output tokens at the end; merge_usage keeps message_start's input tokens
+            self.usage = merge_usage(self.usage, anthropic_usage(payload.get("usage")))
         elif kind == "content_block_delta":
             delta = payload.get("delta")
             if isinstance(delta, dict):
@@ -945,13 +934,6 @@ class StreamRelay:
                                                        "code": "upstream_error"}}) + b"\n\n"
         return translation.sse_event("error", {"type": "error", "error": {
             "type": "api_error", "message": message}})
-
-
-class _CorsRefused(GatewayError):
-    status_code = 403
-    code = "cors_origin_not_allowed"
-    type = "permission_error"
-    message = "This origin is not allowed (GATEWAY_CORS_ORIGINS)"
 
 
 def upstream_operation(operation: str, provider_kind: str) -> str:

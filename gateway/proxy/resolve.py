@@ -125,9 +125,7 @@ def resolve(snapshot: object, engine: RoutingEngine, *, key: object | None, requ
         if decision is not None:
             provider = decision.provider or provider
             model = decision.model or model
-            if provider:  # a rule may name a provider/model pair as its model
-                pass
-            else:
+            if not provider:  # a rule may name a provider/model pair as its model
                 provider, model = split_model(model, providers)
             pinned = decision.key_id
             fallback_names = list(decision.fallbacks)

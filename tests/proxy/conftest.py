@@ -12,7 +12,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -138,7 +137,7 @@ def world(transactional_db: None, mock: Any) -> dict[str, Any]:
                           allow_all_keys=True, weight=None)
     return {"customer": customer, "team": team, "key": key, "secret": SECRET,
             "openai": openai, "openai_key": openai_key, "claude": claude,
-            "claude_key": claude_key, "mock": mock, "money": Decimal}
+            "claude_key": claude_key, "mock": mock}
 
 
 @pytest.fixture
