@@ -13,17 +13,19 @@ production and on an in-process timer in the embedded mode (``governance/runtime
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from celery import shared_task
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
@@ -45,81 +47,103 @@ FLUSH_BATCH = 5000
 # -- usage records ---------------------------------------------------------------------------
 
 
-def _uuid_or_none(value: str | None) -> str | None:
-    return value or None
+# (record field, value from an event): the one mapping of events to records.
+_EVENT_VALUES: tuple[tuple[str, Callable[[UsageEvent], Any]], ...] = (
+    ("request_id", attrgetter("request_id")),
+    ("created_at", lambda event: datetime.fromtimestamp(event.created_at, UTC)),
+    ("virtual_key_id", lambda event: event.virtual_key_id or None),
+    ("virtual_key_name", lambda event: event.virtual_key_name[:255]),
+    ("team_id", lambda event: event.team_id or None),
+    ("customer_id", lambda event: event.customer_id or None),
+    ("provider", lambda event: event.provider[:50]),
+    ("provider_key_id", lambda event: event.provider_key_id or None),
+    ("requested_model", lambda event: event.requested_model[:255]),
+    ("resolved_model", lambda event: event.resolved_model[:255]),
+    ("request_type", lambda event: event.request_type[:40]),
+    ("is_stream", attrgetter("is_stream")),
+    ("status_code", attrgetter("status_code")),
+    ("error_type", lambda event: event.error_type[:64]),
+    ("prompt_tokens", attrgetter("prompt_tokens")),
+    ("completion_tokens", attrgetter("completion_tokens")),
+    ("cached_tokens", attrgetter("cached_tokens")),
+    ("cache_write_tokens", attrgetter("cache_write_tokens")),
+    ("reasoning_tokens", attrgetter("reasoning_tokens")),
+    ("cost", lambda event: (Decimal(event.cost_nanos) / NANOS).quantize(MONEY_QUANTUM)),
+    ("priced", attrgetter("priced")),
+    ("latency_ms", attrgetter("latency_ms")),
+    ("overhead_ms", attrgetter("overhead_ms")),
+    ("routing_rule_id", lambda event: event.routing_rule_id or None),
+    ("routing_rule_name", lambda event: event.routing_rule_name[:255]),
+    ("fallback_index", attrgetter("fallback_index")),
+)
+
+# Fields whose Python value the database driver takes as it is: no per-row conversion.
+_PLAIN_FIELDS = (models.CharField, models.IntegerField, models.BooleanField, models.FloatField)
 
 
-def record_from_event(event: UsageEvent) -> UsageRecord:
-    return UsageRecord(
-        request_id=event.request_id,
-        created_at=datetime.fromtimestamp(event.created_at, UTC),
-        virtual_key_id=_uuid_or_none(event.virtual_key_id),
-        virtual_key_name=event.virtual_key_name[:255],
-        team_id=_uuid_or_none(event.team_id),
-        customer_id=_uuid_or_none(event.customer_id),
-        provider=event.provider[:50],
-        provider_key_id=_uuid_or_none(event.provider_key_id),
-        requested_model=event.requested_model[:255],
-        resolved_model=event.resolved_model[:255],
-        request_type=event.request_type[:40],
-        is_stream=event.is_stream,
-        status_code=event.status_code,
-        error_type=event.error_type[:64],
-        prompt_tokens=event.prompt_tokens,
-        completion_tokens=event.completion_tokens,
-        cached_tokens=event.cached_tokens,
-        cache_write_tokens=event.cache_write_tokens,
-        reasoning_tokens=event.reasoning_tokens,
-        cost=(Decimal(event.cost_nanos) / NANOS).quantize(MONEY_QUANTUM),
-        priced=event.priced,
-        latency_ms=event.latency_ms,
-        overhead_ms=event.overhead_ms,
-        routing_rule_id=_uuid_or_none(event.routing_rule_id),
-        routing_rule_name=event.routing_rule_name[:255],
-        fallback_index=event.fallback_index,
-    )
+@dataclass(frozen=True)
+class _InsertPlan:
+    sql: str
+    row: Callable[[UsageEvent], tuple[Any, ...]]
 
 
-_INSERT_SQL: dict[str, tuple[str, list[Any]]] = {}
+_INSERT_PLANS: dict[str, _InsertPlan] = {}
 
 
-def _insert_statement(connection: Any) -> tuple[str, list[Any]]:
+def _insert_plan(connection: Any) -> _InsertPlan:
     """``INSERT ... ON CONFLICT (request_id) DO NOTHING`` for every concrete field but the
-    primary key (SQLite and PostgreSQL both speak it)."""
-    cached = _INSERT_SQL.get(connection.vendor)
-    if cached is None:
-        fields = [field for field in UsageRecord._meta.concrete_fields if not field.primary_key]
-        quote = connection.ops.quote_name
-        columns = ", ".join(quote(field.column) for field in fields)
-        placeholders = ", ".join(["%s"] * len(fields))
-        sql = (f"INSERT INTO {quote(UsageRecord._meta.db_table)} ({columns}) "
-               f"VALUES ({placeholders}) ON CONFLICT ({quote('request_id')}) DO NOTHING")
-        cached = _INSERT_SQL[connection.vendor] = (sql, fields)
-    return cached
+    primary key (SQLite and PostgreSQL both speak it), and a function from an event to its
+    row: each field's own database conversion (``get_db_prep_save``) where the driver needs
+    one (UUIDs, datetimes, decimals; repeated UUIDs converted once), the value itself
+    otherwise. The same values as saving :func:`record_from_event`'s instance, without
+    building a model instance per row."""
+    plan = _INSERT_PLANS.get(connection.vendor)
+    if plan is not None:
+        return plan
+    fields = {field.name: field for field in UsageRecord._meta.concrete_fields
+              if not field.primary_key}
+    assert set(fields) == {name for name, _ in _EVENT_VALUES}, "event mapping is incomplete"
+    getters = []
+    for name, value_of in _EVENT_VALUES:
+        field = fields[name]
+        if isinstance(field, _PLAIN_FIELDS):
+            getters.append(value_of)
+            continue
+        prepare = functools.partial(field.get_db_prep_save, connection=connection)
+        if isinstance(field, models.UUIDField):
+            prepare = functools.lru_cache(maxsize=4096)(prepare)
+        getters.append(lambda event, value_of=value_of, prepare=prepare:
+                       prepare(value_of(event)))
+    frozen_getters = tuple(getters)
+
+    def row(event: UsageEvent) -> tuple[Any, ...]:
+        return tuple([get(event) for get in frozen_getters])
+
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(fields[name].column) for name, _ in _EVENT_VALUES)
+    placeholders = ", ".join(["%s"] * len(_EVENT_VALUES))
+    sql = (f"INSERT INTO {quote(UsageRecord._meta.db_table)} ({columns}) "
+           f"VALUES ({placeholders}) ON CONFLICT ({quote('request_id')}) DO NOTHING")
+    plan = _INSERT_PLANS[connection.vendor] = _InsertPlan(sql, row)
+    return plan
 
 
 def write_records(events: Sequence[UsageEvent]) -> int:
     """Insert records for ``events``; already-recorded request ids are skipped (the unique
     ``request_id`` makes a redelivered event a no-op). Returns the rows inserted.
 
-    One ``INSERT ... ON CONFLICT DO NOTHING`` executemany with each field's own database
-    conversion: the same rows as ``bulk_create``; counting the ids already present first
-    gives the number inserted. (2000 rows on SQLite: about 190 ms, 250 ms with bulk_create.)"""
+    One ``INSERT ... ON CONFLICT DO NOTHING`` executemany; the driver's row count (the sum
+    over the statement's rows, on SQLite and psycopg alike) is the number inserted."""
     if not events:
         return 0
     unique = {event.request_id: event for event in events}
     with transaction.atomic():
         connection = transaction.get_connection()
-        sql, fields = _insert_statement(connection)
-        rows = []
-        for event in unique.values():
-            record = record_from_event(event)
-            rows.append([field.get_db_prep_save(getattr(record, field.attname), connection)
-                         for field in fields])
-        before = UsageRecord.objects.filter(request_id__in=list(unique)).count()
+        plan = _insert_plan(connection)
+        rows = [plan.row(event) for event in unique.values()]
         with connection.cursor() as cursor:
-            cursor.executemany(sql, rows)
-    return len(unique) - before
+            cursor.executemany(plan.sql, rows)
+            return cursor.rowcount
 
 
 def drain_into_records(reader: Any, *, max_batches: int = 100,

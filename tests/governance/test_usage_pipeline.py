@@ -44,6 +44,46 @@ def test_event_json_round_trip_ignores_unknown_fields():
 
 
 @pytest.mark.django_db
+def test_every_event_field_reaches_its_record_column():
+    key_id, team_id, customer_id, provider_key_id, rule_id = (str(uuid.uuid4())
+                                                              for _ in range(5))
+    created = datetime(2026, 2, 28, 23, 59, 58, 123456, tzinfo=UTC)
+    written = event("r-all", created_at=created.timestamp(), provider="anthropic",
+                    requested_model="alias", resolved_model="claude-x",
+                    request_type="chat_completion_stream", status_code=207,
+                    virtual_key_id=key_id, virtual_key_name="k" * 300, team_id=team_id,
+                    customer_id=customer_id, provider_key_id=provider_key_id, is_stream=True,
+                    error_type="upstream_error", prompt_tokens=11, completion_tokens=22,
+                    cached_tokens=3, cache_write_tokens=4, reasoning_tokens=5,
+                    cost_nanos=123_456_789_012, priced=False, latency_ms=12.5,
+                    overhead_ms=0.25, routing_rule_id=rule_id, routing_rule_name="rule",
+                    fallback_index=2)
+    plain = event("r-none", virtual_key_id="", team_id=None)
+
+    assert write_records([written, plain, written]) == 2
+
+    record = UsageRecord.objects.get(request_id="r-all")
+    assert (record.created_at, record.provider, record.requested_model,
+            record.resolved_model, record.request_type, record.status_code) == (
+        created, "anthropic", "alias", "claude-x", "chat_completion_stream", 207)
+    assert (str(record.virtual_key_id), str(record.team_id), str(record.customer_id),
+            str(record.provider_key_id), str(record.routing_rule_id)) == (
+        key_id, team_id, customer_id, provider_key_id, rule_id)
+    assert record.virtual_key_name == "k" * 255  # cut to the column's length
+    assert (record.is_stream, record.error_type, record.priced, record.fallback_index,
+            record.routing_rule_name) == (True, "upstream_error", False, 2, "rule")
+    assert (record.prompt_tokens, record.completion_tokens, record.cached_tokens,
+            record.cache_write_tokens, record.reasoning_tokens) == (11, 22, 3, 4, 5)
+    assert record.cost == Decimal("123.456789012")
+    assert (record.latency_ms, record.overhead_ms) == (12.5, 0.25)
+    empty = UsageRecord.objects.get(request_id="r-none")
+    assert (empty.virtual_key_id, empty.team_id, empty.routing_rule_id) == (None, None, None)
+    # The same records are found by the filters the usage API uses.
+    assert UsageRecord.objects.filter(virtual_key_id=key_id, team_id=team_id,
+                                      created_at__gte=created).count() == 1
+
+
+@pytest.mark.django_db
 def test_flush_twice_and_redelivery_never_double_count():
     sink = MemorySink()
     for index in range(3):
