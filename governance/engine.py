@@ -51,12 +51,18 @@ from governance.ledger import (
     Reservation,
     Usage,
 )
-from governance.ledger.base import retry_after_seconds
+from governance.ledger.base import COST, REQUESTS, TOKENS, retry_after_seconds
 from governance.ledger.windows import window_bounds
 from pricing.cost import Pricer
 from routing.engine import Capacity
 
 logger = logging.getLogger(__name__)
+
+REQUEST_HEADER_NAMES = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+                        "x-ratelimit-reset-requests")
+TOKEN_HEADER_NAMES = ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+                      "x-ratelimit-reset-tokens")
+LIMITS_CACHE_MAX = 50_000  # (key, provider, model) combinations kept per snapshot
 
 NANOS_PER_DOLLAR = Decimal(1_000_000_000)
 # Headers that may carry a virtual key, in the order they are looked at.
@@ -162,6 +168,8 @@ class Governor:
         self.default_max_tokens = default_max_tokens
         self.clock = clock or ledger.clock
         self.usage_view = UsageView()
+        self._limits_cache: tuple[object, dict[tuple[str | None, str, str], tuple[Limit, ...]]] = (
+            None, {})
 
     # -- identity and access -------------------------------------------------------------
 
@@ -193,10 +201,26 @@ class Governor:
                                f"on provider '{provider}'")
         return config
 
-    @staticmethod
-    def limits_for(snapshot: object, key: object | None, provider: str,
+    def limits_for(self, snapshot: object, key: object | None, provider: str,
                    model: str) -> tuple[Limit, ...]:
-        """Every limit that applies to a request, each once, outermost first."""
+        """Every limit that applies to a request, each once, outermost first. The same
+        tuple for the same key, provider and model while the snapshot stays (snapshots are
+        immutable): a request asks twice, for routing's capacity and for the ledger."""
+        owner, cache = self._limits_cache
+        if owner is not snapshot:
+            cache = {}
+            self._limits_cache = (snapshot, cache)  # one assignment: safe across threads
+        cache_key = (key.id if key is not None else None, provider, model)  # type: ignore[attr-defined]
+        limits = cache.get(cache_key)
+        if limits is None:
+            if len(cache) >= LIMITS_CACHE_MAX:
+                cache.clear()
+            limits = cache[cache_key] = self._collect_limits(snapshot, key, provider, model)
+        return limits
+
+    @staticmethod
+    def _collect_limits(snapshot: object, key: object | None, provider: str,
+                        model: str) -> tuple[Limit, ...]:
         groups: list[Iterable[Limit]] = []
         provider_record = snapshot.providers.get(provider)  # type: ignore[attr-defined]
         if provider_record is not None:
@@ -244,7 +268,7 @@ class Governor:
         if isinstance(result, Denied):
             raise denial_error(result)
         assert isinstance(result, Admitted)
-        self.usage_view.observe(limits, result.used)
+        self.usage_view.observe(result.used)
         return Admission(request_id, tuple(limits), result.used)
 
     async def settle(self, admission: Admission, actual: Usage) -> bool:
@@ -283,23 +307,33 @@ class Governor:
 
     def rate_limit_headers(self, admission: Admission) -> list[tuple[str, str]]:
         """OpenAI's ``x-ratelimit-*`` headers for the tightest request and token limits."""
+        used = admission.used
+        tightest_requests: tuple[int, Limit] | None = None
+        tightest_tokens: tuple[int, Limit] | None = None
+        for limit in admission.limits:
+            metric = limit.metric
+            if metric is REQUESTS:
+                counted = used.get(limit.id)
+                if counted is not None and (tightest_requests is None
+                                            or limit.maximum - counted < tightest_requests[0]):
+                    tightest_requests = (limit.maximum - counted, limit)
+            elif metric is TOKENS:
+                counted = used.get(limit.id)
+                if counted is not None and (tightest_tokens is None
+                                            or limit.maximum - counted < tightest_tokens[0]):
+                    tightest_tokens = (limit.maximum - counted, limit)
         headers: list[tuple[str, str]] = []
+        if tightest_requests is None and tightest_tokens is None:
+            return headers
         now = self.clock()
-        for metric, suffix in ((Metric.REQUESTS, "requests"), (Metric.TOKENS, "tokens")):
-            tightest: tuple[int, Limit] | None = None
-            for limit in admission.limits:
-                if limit.metric is not metric or limit.id not in admission.used:
-                    continue
-                remaining = limit.maximum - admission.used[limit.id]
-                if tightest is None or remaining < tightest[0]:
-                    tightest = (remaining, limit)
+        for tightest, names in ((tightest_requests, REQUEST_HEADER_NAMES),
+                                (tightest_tokens, TOKEN_HEADER_NAMES)):
             if tightest is None:
                 continue
             remaining, limit = tightest
             reset_s = math.ceil(retry_after_seconds(limit, now))
-            headers += [(f"x-ratelimit-limit-{suffix}", str(limit.maximum)),
-                        (f"x-ratelimit-remaining-{suffix}", str(max(remaining, 0))),
-                        (f"x-ratelimit-reset-{suffix}", f"{reset_s}s")]
+            headers += [(names[0], str(limit.maximum)), (names[1], str(max(remaining, 0))),
+                        (names[2], f"{reset_s}s")]
         return headers
 
 
@@ -309,12 +343,12 @@ class UsageView:
 
     def __init__(self) -> None:
         self._used: dict[str, int] = {}
+        # id(limits tuple) -> (the tuple, its plan); the tuple is kept so the id stays its own
+        self._plans: dict[int, tuple[tuple[Limit, ...], tuple[tuple[str, Metric, int], ...]]] = {}
 
-    def observe(self, limits: Sequence[Limit], used: Mapping[str, int]) -> None:
-        for limit in limits:
-            value = used.get(limit.id)
-            if value is not None:
-                self._used[limit.id] = value
+    def observe(self, used: Mapping[str, int]) -> None:
+        """Usage after an admit, by limit id."""
+        self._used.update(used)
 
     def replace(self, used: Mapping[str, int]) -> None:
         self._used = dict(used)
@@ -322,22 +356,36 @@ class UsageView:
     def get(self, limit_id: str) -> int:
         return self._used.get(limit_id, 0)
 
-    def capacity(self, limits: Iterable[Limit]) -> Capacity:
+    def capacity(self, limits: tuple[Limit, ...]) -> Capacity:
+        used = self._used
         budget = tokens = requests = 0.0
-        for limit in limits:
-            if limit.maximum <= 0:
-                continue
-            percent = 100.0 * self._used.get(limit.id, 0) / limit.maximum
-            if limit.metric is Metric.COST:
-                budget = max(budget, percent)
-            elif limit.metric is Metric.TOKENS:
-                tokens = max(tokens, percent)
-            elif limit.metric is Metric.REQUESTS:
-                requests = max(requests, percent)
+        for limit_id, metric, maximum in self._plan(limits):
+            percent = 100.0 * used.get(limit_id, 0) / maximum
+            if metric is COST:
+                if percent > budget:
+                    budget = percent
+            elif metric is TOKENS:
+                if percent > tokens:
+                    tokens = percent
+            elif percent > requests:
+                requests = percent
         # Two decimals: the view is up to a second old anyway, and stable values let routing
         # reuse rule outcomes (routing/memo.py) instead of re-evaluating on every request.
         return Capacity(budget_used=round(budget, 2), tokens_used=round(tokens, 2),
                         request=round(requests, 2))
+
+    def _plan(self, limits: tuple[Limit, ...]) -> tuple[tuple[str, Metric, int], ...]:
+        """The limits that take part in capacity, as plain tuples; kept per limits tuple
+        (``Governor.limits_for`` hands out the same tuple for the same request shape)."""
+        entry = self._plans.get(id(limits))
+        if entry is not None and entry[0] is limits:
+            return entry[1]
+        plan = tuple((limit.id, limit.metric, limit.maximum) for limit in limits
+                     if limit.maximum > 0 and limit.metric in (COST, TOKENS, REQUESTS))
+        if len(self._plans) >= LIMITS_CACHE_MAX:
+            self._plans.clear()
+        self._plans[id(limits)] = (limits, plan)
+        return plan
 
 
 def window_reset_at(limit: Limit, now: float) -> float | None:

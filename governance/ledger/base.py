@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from governance.ledger.windows import Window, window_bounds
+from governance.ledger.windows import Window, window_slot
 
 DEFAULT_LEASE_SECONDS = 600.0
 CONCURRENCY_RETRY_AFTER_SECONDS = 1.0
@@ -40,6 +40,11 @@ class Metric(enum.Enum):
     TOKENS = "tokens"
     REQUESTS = "requests"
     CONCURRENT = "concurrent"
+
+
+# Module-level names for the hot paths: on Python 3.11 ``Metric.COST`` is an attribute
+# lookup through the enum's metaclass, about 100 ns each, several per limit per request.
+COST, TOKENS, REQUESTS, CONCURRENT = Metric.COST, Metric.TOKENS, Metric.REQUESTS, Metric.CONCURRENT
 
 
 @dataclass(frozen=True)
@@ -108,15 +113,15 @@ class LedgerUnavailable(Exception):
 
 def amount_for(metric: Metric, reservation: Reservation | Usage) -> int:
     """What one request adds to a counter of ``metric``."""
-    if metric is Metric.COST:
+    if metric is COST:
         return reservation.cost_nanos
-    if metric is Metric.TOKENS:
+    if metric is TOKENS:
         return reservation.tokens
     return 1
 
 
 def exceeds(metric: Metric, used: int, maximum: int) -> bool:
-    if metric in (Metric.REQUESTS, Metric.CONCURRENT):
+    if metric is REQUESTS or metric is CONCURRENT:
         return used + 1 > maximum
     return used >= maximum
 
@@ -125,7 +130,7 @@ def retry_after_seconds(limit: Limit, now: float) -> float:
     """Seconds until ``limit`` can admit again at the earliest (its window's end)."""
     if limit.window is None:
         return CONCURRENCY_RETRY_AFTER_SECONDS
-    return max(window_bounds(limit.window, now)[1] - now, 0.0)
+    return max(window_slot(limit.window, now)[2] - now, 0.0)
 
 
 def denial(violations: Sequence[tuple[Limit, int]], now: float) -> Denied:

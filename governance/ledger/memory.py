@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from governance.ledger.base import (
+    CONCURRENT,
     DEFAULT_LEASE_SECONDS,
     EXPIRY_MARGIN_SECONDS,
     Admitted,
@@ -26,21 +27,14 @@ from governance.ledger.base import (
     denial,
     exceeds,
 )
-from governance.ledger.windows import window_slot
+from governance.ledger.windows import Window, window_slot
 
 PURGE_INTERVAL_SECONDS = 1.0
 
 
-@dataclass
-class _Entry:
-    key: str
-    metric: Metric
-    reserved: int
-
-
-@dataclass
+@dataclass(slots=True)
 class _Record:
-    entries: list[_Entry]
+    entries: list[tuple[str, Metric, int]]  # (counter key, metric, amount reserved)
     expires_at: float
 
 
@@ -55,19 +49,27 @@ class MemoryLedger(Ledger):
         self._records: dict[str, _Record] = {}
         self._lock = threading.Lock()
         self._next_purge = float("-inf")
-        self._names: dict[tuple[str, str], str] = {}
+        # limit id -> (window, valid from, valid until, counter key, counter expiry)
+        self._slots: dict[str, tuple[Window, float, float, str, float]] = {}
 
     def _key(self, limit: Limit, now: float) -> tuple[str, float]:
-        """Counter key and the time it may be dropped."""
-        if limit.window is None:
+        """Counter key and the time it may be dropped. The key of a limit's current window
+        is kept until the window ends (or a pending reset marker starts a new one)."""
+        window = limit.window
+        if window is None:
             return f"{self.key_prefix}:{limit.id}:lease", now + self.lease_seconds
-        slot, _start, end = window_slot(limit.window, now)
-        name = self._names.get((limit.id, slot))
-        if name is None:
-            if len(self._names) > 100_000:
-                self._names.clear()
-            name = self._names[(limit.id, slot)] = f"{self.key_prefix}:{limit.id}:{slot}"
-        return name, end + EXPIRY_MARGIN_SECONDS
+        cached = self._slots.get(limit.id)
+        if cached is not None and cached[0] is window and cached[1] <= now < cached[2]:
+            return cached[3], cached[4]
+        slot, start, end = window_slot(window, now)
+        marker = window.reset_marker
+        until = marker if marker is not None and now < marker < end else end
+        name = f"{self.key_prefix}:{limit.id}:{slot}"
+        expires_at = end + EXPIRY_MARGIN_SECONDS
+        if len(self._slots) > 100_000:
+            self._slots.clear()
+        self._slots[limit.id] = (window, start, until, name, expires_at)
+        return name, expires_at
 
     def _purge(self, now: float) -> None:
         """Drop expired counters, records and leases, at most once per clock second."""
@@ -86,7 +88,7 @@ class MemoryLedger(Ledger):
                 del self._leases[key]
 
     def _used(self, metric: Metric, key: str, now: float) -> int:
-        if metric is Metric.CONCURRENT:
+        if metric is CONCURRENT:
             leases = self._leases.get(key, {})
             for request_id in [rid for rid, at in leases.items() if at <= now]:
                 del leases[request_id]
@@ -97,31 +99,42 @@ class MemoryLedger(Ledger):
                     reservation: Reservation) -> Admitted | Denied:
         with self._lock:
             now = self.clock()
-            self._purge(now)
+            if now >= self._next_purge:
+                self._purge(now)
             if request_id in self._records:
                 return Admitted()  # a repeated admit never reserves twice
-            keys = [self._key(limit, now) for limit in limits]
-            current = [self._used(limit.metric, key, now)
-                       for limit, (key, _expires_at) in zip(limits, keys, strict=True)]
-            violations = [(limit, used) for limit, used in zip(limits, current, strict=True)
-                          if exceeds(limit.metric, used, limit.maximum)]
+            counters, slots = self._counters, self._slots
+            planned: list[tuple[Limit, str, float, int]] = []
+            violations: list[tuple[Limit, int]] = []
+            for limit in limits:
+                cached = slots.get(limit.id)
+                if cached is not None and cached[0] is limit.window \
+                        and cached[1] <= now < cached[2]:
+                    key, expires_at = cached[3], cached[4]
+                else:
+                    key, expires_at = self._key(limit, now)
+                used = self._used(limit.metric, key, now)
+                if exceeds(limit.metric, used, limit.maximum):
+                    violations.append((limit, used))
+                planned.append((limit, key, expires_at, used))
             if violations:
                 return denial(violations, now)
-            entries = []
+            entries: list[tuple[str, Metric, int]] = []
             used_after = {}
             record_expires_at = now + self.lease_seconds
-            counters, expiry = self._counters, self._expiry
-            for limit, (key, expires_at), used in zip(limits, keys, current, strict=True):
+            expiry = self._expiry
+            for limit, key, expires_at, used in planned:
                 metric = limit.metric
-                amount = amount_for(metric, reservation)
-                if metric is Metric.CONCURRENT:
+                if metric is CONCURRENT:
                     self._leases.setdefault(key, {})[request_id] = expires_at
                     used_after[limit.id] = used + 1
-                else:
-                    counters[key] = used_after[limit.id] = counters.get(key, 0) + amount
-                    if expiry.get(key, 0.0) < expires_at:
-                        expiry[key] = expires_at
-                entries.append(_Entry(key, metric, amount))
+                    entries.append((key, metric, 1))
+                    continue
+                amount = amount_for(metric, reservation)
+                counters[key] = used_after[limit.id] = counters.get(key, 0) + amount
+                if expiry.get(key, 0.0) < expires_at:
+                    expiry[key] = expires_at
+                entries.append((key, metric, amount))
                 if expires_at > record_expires_at:
                     record_expires_at = expires_at
             self._records[request_id] = _Record(entries, record_expires_at)
@@ -132,16 +145,17 @@ class MemoryLedger(Ledger):
             record = self._records.pop(request_id, None)
             if record is None:
                 return
-            for entry in record.entries:
-                if entry.metric is Metric.CONCURRENT:
-                    self._leases.get(entry.key, {}).pop(request_id, None)
+            counters = self._counters
+            for key, metric, reserved in record.entries:
+                if metric is CONCURRENT:
+                    self._leases.get(key, {}).pop(request_id, None)
                     continue
-                if entry.key not in self._counters:
+                counted = counters.get(key)
+                if counted is None:
                     continue  # the window's counter already expired
                 # requests stay counted on settle; release gives everything back
-                new = 0 if actual is None else amount_for(entry.metric, actual)
-                self._counters[entry.key] = max(self._counters[entry.key] - entry.reserved + new,
-                                                0)
+                new = 0 if actual is None else amount_for(metric, actual)
+                counters[key] = max(counted - reserved + new, 0)
 
     async def settle(self, request_id: str, actual: Usage) -> None:
         await self._finish(request_id, actual)
@@ -153,14 +167,14 @@ class MemoryLedger(Ledger):
         with self._lock:
             now = self.clock() if now is None else now
             key, _expires_at = self._key(limit, now)
-            if limit.metric is Metric.CONCURRENT:
+            if limit.metric is CONCURRENT:
                 return sum(1 for at in self._leases.get(key, {}).values() if at > now)
             if self._expiry.get(key, now + 1) <= now:
                 return 0
             return self._counters.get(key, 0)
 
     async def set_usage(self, limit: Limit, amount: int, now: float | None = None) -> None:
-        if limit.metric is Metric.CONCURRENT:
+        if limit.metric is CONCURRENT:
             raise ValueError("concurrency slots are leases, not counters")
         with self._lock:
             now = self.clock() if now is None else now

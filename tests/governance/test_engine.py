@@ -197,6 +197,22 @@ def test_limits_cover_the_hierarchy_once(world):
     assert {limit.id for limit in anonymous} == {f"budget:{provider_budget.id}", *rate_ids}
 
 
+
+def test_limits_are_reused_within_a_snapshot_and_recollected_for_a_new_one(world):
+    first = snapshot()
+    governor = Governor(MemoryLedger())
+    key = governor.authenticate(first, SECRET)
+    limits = governor.limits_for(first, key, "openai", "gpt-4o")
+    assert governor.limits_for(first, key, "openai", "gpt-4o") is limits
+    assert governor.limits_for(first, key, "openai", "gpt-4o-mini") is not limits
+
+    added = BudgetFactory(virtual_key=world["key"], reset_duration="1d")
+    second = snapshot()
+    fresh = governor.limits_for(second, governor.authenticate(second, SECRET), "openai",
+                                "gpt-4o")
+    assert f"budget:{added.id}" in {limit.id for limit in fresh}
+    assert f"budget:{added.id}" not in {limit.id for limit in limits}
+
 async def test_admit_denies_the_team_budget_with_a_named_message():
     from governance.durations import parse_duration
     from governance.ledger import Window
@@ -277,9 +293,13 @@ def test_usage_view_capacity_percentages():
     budget = Limit("budget:x", Metric.COST, 1000, Window(parse_duration("1d")), "x")
     tokens = Limit("rate:x:tokens", Metric.TOKENS, 200, Window(parse_duration("1d")), "x")
     view = UsageView()
-    view.observe([budget, tokens], {budget.id: 850, tokens.id: 50})
-    capacity = view.capacity([budget, tokens])
+    view.observe({budget.id: 850, tokens.id: 50})
+    limits = (budget, tokens)
+    capacity = view.capacity(limits)
     assert (capacity.budget_used, capacity.tokens_used, capacity.request) == (85.0, 25.0, 0.0)
+    view.observe({tokens.id: 150})  # the same limits again: the new usage counts
+    capacity = view.capacity(limits)
+    assert (capacity.budget_used, capacity.tokens_used, capacity.request) == (85.0, 75.0, 0.0)
 
 
 def test_reservation_estimates_prompt_and_max_tokens(world):
