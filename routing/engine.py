@@ -258,30 +258,43 @@ def request_variables(context: RoutingContext) -> dict[str, object]:
 
 
 def step_variables(fixed: dict[str, object], provider: str, model: str,
-                   capacity: Capacity) -> dict[str, object]:
-    """``fixed`` plus what a chain step changes: the target and its capacity."""
-    return {
-        **fixed,
-        "model": model,
-        "provider": provider,
-        "budget_used": float(capacity.budget_used),
-        "tokens_used": float(capacity.tokens_used),
-        "request": float(capacity.request),
-    }
+                   capacity: Capacity | None) -> dict[str, object]:
+    """``fixed`` plus what a chain step changes: the target and (when given) its
+    capacity."""
+    plain = {**fixed, "model": model, "provider": provider}
+    if capacity is not None:
+        plain.update(capacity_variables(capacity))
+    return plain
+
+
+def capacity_variables(capacity: Capacity) -> dict[str, float]:
+    return {"budget_used": float(capacity.budget_used),
+            "tokens_used": float(capacity.tokens_used), "request": float(capacity.request)}
+
+
+CAPACITY_VARIABLES = frozenset({"budget_used", "tokens_used", "request"})
 
 
 class _Lazy:
-    """A step's variables, prepared for CEL only if some rule has to be evaluated."""
+    """A step's variables, prepared for CEL only if some rule has to be evaluated. When no
+    rule of the chain reads the capacity variables, they are computed only then."""
 
-    __slots__ = ("_engine", "_prepared", "plain")
+    __slots__ = ("_capacity", "_engine", "_prepared", "_target", "plain")
 
-    def __init__(self, engine: CelEngine, plain: dict[str, object]) -> None:
+    def __init__(self, engine: CelEngine, plain: dict[str, object],
+                 capacity: CapacityView | None = None, provider: str = "",
+                 model: str = "") -> None:
         self._engine = engine
         self.plain = plain
         self._prepared: Any = None
+        self._capacity = capacity
+        self._target = (provider, model)
 
     def prepared(self) -> Any:
         if self._prepared is None:
+            if self._capacity is not None:
+                self.plain.update(capacity_variables(self._capacity(*self._target)))
+                self._capacity = None
             self._prepared = self._engine.prepare(self.plain)
         return self._prepared
 
@@ -305,50 +318,86 @@ class RoutingEngine:
         self._memo: dict[str, dict[tuple[Any, ...], tuple[Outcome, str]]] = {}
         self._chain_reads_cache: dict[tuple[tuple[str, str], ...], tuple[Any, ...] | None] = {}
         self._chain_memo: dict[tuple[Any, ...], Rule | None] = {}
+        # id(key identity) -> (the identity, its scope chain, the chain's reads)
+        self._chains: dict[int, tuple[KeyIdentity, tuple[tuple[str, str], ...],
+                                      tuple[Any, ...] | None]] = {}
 
     def evaluate(self, context: RoutingContext, *, trace: bool = False) -> RoutingResult:
+        """The decision for ``context``. With ``trace``, every rule looked at is reported
+        (``entries``) with a readable ``log``; without it the log is empty and memoised
+        outcomes are used."""
         provider, model = context.provider, context.model
-        visited = {f"{provider}|{model}"}
-        chain = context.key.scope_chain() if context.key else (GLOBAL,)
+        chain, chain_reads = self._chain_for(context.key)
+        # Capacity variables are computed when a rule may read them: some rule of the chain
+        # does, or some rule's reads are unknown.
+        eager_capacity = chain_reads is None or any(
+            name in CAPACITY_VARIABLES for name, _key in chain_reads)
+        visited: set[tuple[str, str]] | None = None
         final: RoutingDecision | None = None
         entries: list[TraceEntry] = []
-        log: list[str] = [
-            "Scope chain: [" + " ".join(f"{name}({scope_id})" if scope_id else name
-                                        for name, scope_id in chain) + "]"
-        ]
+        log: list[str] | None = None
+        if trace:
+            log = ["Scope chain: [" + " ".join(f"{name}({scope_id})" if scope_id else name
+                                               for name, scope_id in chain) + "]"]
         fixed = request_variables(context)
         step = 0
         while True:
             max_depth = self._max_depth()
             if step >= max_depth:
-                log.append(f"Chain exceeded max depth ({max_depth}) at step {step}, stopping. "
-                           f"Final resolved: provider={provider}, model={model}")
+                if log is not None:
+                    log.append(f"Chain exceeded max depth ({max_depth}) at step {step}, "
+                               f"stopping. Final resolved: provider={provider}, model={model}")
                 logger.warning("routing chain exceeded max depth %s", max_depth)
                 break
-            if step > 0:
+            if step > 0 and log is not None:
                 log.append(f"Chain step {step}: re-evaluating with provider={provider}, "
                            f"model={model}")
-            plain = step_variables(fixed, provider, model, context.capacity(provider, model))
-            matched = self._first_match(chain, _Lazy(self.engine, plain), provider, model,
-                                        step, entries if trace else None, log)
+            if eager_capacity:
+                plain = step_variables(fixed, provider, model, context.capacity(provider, model))
+                variables = _Lazy(self.engine, plain)
+            else:
+                plain = step_variables(fixed, provider, model, None)
+                variables = _Lazy(self.engine, plain, context.capacity, provider, model)
+            matched = self._first_match(chain, chain_reads, variables, provider, model, step,
+                                        entries if trace else None, log)
             if matched is None:
                 break
             rule, decision = matched
             final = decision
             if not rule.chain_rule:
                 break
-            state = f"{decision.provider}|{decision.model}"
+            if visited is None:
+                visited = {(context.provider, context.model)}
+            state = (decision.provider, decision.model)
             if state in visited:
-                log.append(f"Chain cycle detected at step {step} (provider={decision.provider}, "
-                           f"model={decision.model} already visited), stopping. Final "
-                           f"resolved: provider={decision.provider}, model={decision.model}")
+                if log is not None:
+                    log.append(f"Chain cycle detected at step {step} (provider="
+                               f"{decision.provider}, model={decision.model} already visited), "
+                               f"stopping. Final resolved: provider={decision.provider}, "
+                               f"model={decision.model}")
                 break
             visited.add(state)
             provider, model = decision.provider, decision.model
             step += 1
-        if final is None:
+        if final is None and log is not None:
             log.append("No routing rule matched, using default routing")
-        return RoutingResult(final, tuple(entries), tuple(log), step + 1)
+        return RoutingResult(final, tuple(entries), tuple(log or ()), step + 1)
+
+    def _chain_for(self, key: KeyIdentity | None
+                   ) -> tuple[tuple[tuple[str, str], ...], tuple[Any, ...] | None]:
+        """The key's scope chain and everything its rules read (None if a rule is not
+        memoisable), kept per key identity object (snapshots are immutable)."""
+        if key is None:
+            return (GLOBAL,), self._chain_reads((GLOBAL,))
+        entry = self._chains.get(id(key))
+        if entry is not None and entry[0] is key:
+            return entry[1], entry[2]
+        chain = key.scope_chain()
+        reads = self._chain_reads(chain)
+        if len(self._chains) >= MEMO_MAX:
+            self._chains.clear()
+        self._chains[id(key)] = (key, chain, reads)
+        return chain, reads
 
     def _chain_reads(self, chain: tuple[tuple[str, str], ...]) -> tuple[Any, ...] | None:
         """Everything the rules of ``chain`` read, or None if one rule is not memoisable."""
@@ -361,37 +410,36 @@ class RoutingEngine:
             self._chain_reads_cache[chain] = result
         return self._chain_reads_cache[chain]
 
-    def _first_match(self, chain: tuple[tuple[str, str], ...], variables: Any, provider: str,
-                     model: str, step: int, entries: list[TraceEntry] | None,
-                     log: list[str]) -> tuple[Rule, RoutingDecision] | None:
+    def _first_match(self, chain: tuple[tuple[str, str], ...], chain_reads: tuple[Any, ...] | None,
+                     variables: _Lazy, provider: str, model: str, step: int,
+                     entries: list[TraceEntry] | None,
+                     log: list[str] | None) -> tuple[Rule, RoutingDecision] | None:
         """The first rule of ``chain`` that matches and has a usable target, and its
         decision. Without a trace, the winning rule is memoised per chain under the values
         all of the chain's rules read: one lookup instead of one per rule."""
-        if entries is None:
-            chain_reads = self._chain_reads(chain)
-            if chain_reads is not None:
-                key = (chain, memo_key(chain_reads, variables.plain))
-                winner = self._chain_memo.get(key, _MISS)
-                if winner is _MISS:
-                    found = self._scan(chain, variables, provider, model, step, None, log)
-                    winner = found[0] if found is not None else None
-                    if len(self._chain_memo) >= MEMO_MAX:
-                        self._chain_memo.clear()
-                    self._chain_memo[key] = winner
-                    return found
-                if winner is None:
-                    return None
-                target = select_weighted_target(winner.targets, self.rng)
-                assert target is not None  # the memoised winner had a usable target
-                return winner, RoutingDecision(
-                    provider=target.provider or provider, model=target.model or model,
-                    key_id=target.key_id or "", fallbacks=winner.fallbacks,
-                    rule_id=winner.id, rule_name=winner.name)
+        if entries is None and chain_reads is not None:
+            key = (chain, memo_key(chain_reads, variables.plain))
+            winner = self._chain_memo.get(key, _MISS)
+            if winner is _MISS:
+                found = self._scan(chain, variables, provider, model, step, None, log)
+                winner = found[0] if found is not None else None
+                if len(self._chain_memo) >= MEMO_MAX:
+                    self._chain_memo.clear()
+                self._chain_memo[key] = winner
+                return found
+            if winner is None:
+                return None
+            target = select_weighted_target(winner.targets, self.rng)
+            assert target is not None  # the memoised winner had a usable target
+            return winner, RoutingDecision(
+                provider=target.provider or provider, model=target.model or model,
+                key_id=target.key_id or "", fallbacks=winner.fallbacks,
+                rule_id=winner.id, rule_name=winner.name)
         return self._scan(chain, variables, provider, model, step, entries, log)
 
     def _scan(self, chain: tuple[tuple[str, str], ...], variables: Any, provider: str,
               model: str, step: int, entries: list[TraceEntry] | None,
-              log: list[str]) -> tuple[Rule, RoutingDecision] | None:
+              log: list[str] | None) -> tuple[Rule, RoutingDecision] | None:
         for scope in chain:
             for rule in self.table.rules_for(scope):
                 outcome, detail = self._outcome(rule, variables)
@@ -420,11 +468,14 @@ class RoutingEngine:
                     entries.append(TraceEntry(step, scope[0], scope[1], rule.id, rule.name,
                                               rule.expression, outcome, detail))
                 if outcome in (Outcome.COMPILE_ERROR, Outcome.EVAL_ERROR):
-                    log.append(f"Rule '{rule.name}' {outcome.value}: {detail}")
+                    if log is not None:
+                        log.append(f"Rule '{rule.name}' {outcome.value}: {detail}")
                     logger.warning("routing rule %s (%s) %s: %s", rule.name, rule.id,
                                    outcome.value, detail)
                 if decision is not None:
-                    log.append(f"Rule '{rule.name}' [{rule.expression}] → matched, {detail}")
+                    if log is not None:
+                        log.append(f"Rule '{rule.name}' [{rule.expression}] → matched, "
+                                   f"{detail}")
                     return rule, decision
         return None
 

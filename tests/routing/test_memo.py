@@ -70,3 +70,52 @@ def test_memoised_decisions_equal_fresh_evaluations(contexts):
             capacity=lambda provider, model, v=values: Capacity(v["budget"], 0.0, v["request"]))
         fresh = RoutingEngine(table, engine=cel, rng=random.Random(0)).evaluate(context)
         assert memoised.evaluate(context).decision == fresh.decision
+
+
+def _single_rule_engine(expression):
+    cel = get_engine()
+    table = RoutingTable.build([
+        {"id": "r", "name": "only", "cel_expression": expression, "scope": "global",
+         "priority": 0, "targets": [{"provider": "p", "model": "routed", "weight": 1.0}]}],
+        engine=cel)
+    return RoutingEngine(table, engine=cel, rng=random.Random(0))
+
+
+def test_capacity_is_computed_only_when_a_rule_may_read_it():
+    from routing.engine import Capacity
+
+    calls = []
+
+    def capacity(provider, model):
+        calls.append((provider, model))
+        return Capacity(budget_used=90.0)
+
+    engine = _single_rule_engine('headers["x-tier"] == "gold"')
+    context = RoutingContext(provider="", model="m", headers={"x-tier": "gold"},
+                             capacity=capacity)
+    for _ in range(3):
+        assert engine.evaluate(context).decision.model == "routed"
+    assert calls == [("", "m")]  # once, to evaluate the rule; then the memo answers
+
+
+def test_capacity_read_by_a_rule_is_current_on_every_request():
+    from routing.engine import Capacity
+
+    used = {"value": 90.0}
+    engine = _single_rule_engine("budget_used > 80.0")
+    context = RoutingContext(provider="", model="m",
+                             capacity=lambda provider, model: Capacity(used["value"]))
+    assert engine.evaluate(context).decision is not None
+    used["value"] = 10.0
+    assert engine.evaluate(context).decision is None
+    used["value"] = 81.0
+    assert engine.evaluate(context).decision is not None
+
+
+def test_the_log_is_written_for_traces_only():
+    engine = _single_rule_engine('model == "m"')
+    context = RoutingContext(provider="", model="m", key=KeyIdentity("k", "key"))
+    assert engine.evaluate(context).log == ()
+    traced = engine.evaluate(context, trace=True)
+    assert traced.log[0] == "Scope chain: [virtual_key(k) global]"
+    assert any("matched" in line for line in traced.log)
