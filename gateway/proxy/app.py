@@ -219,8 +219,12 @@ class ProxyState:
         self._timeouts: dict[tuple[int, int, int], aiohttp.ClientTimeout] = {}
 
     def timeout_for(self, provider: Any) -> aiohttp.ClientTimeout:
-        """The provider's connect / idle / total timeouts (first byte is applied apart)."""
-        key = (provider.total_timeout_ms, provider.connect_timeout_ms, provider.idle_timeout_ms)
+        """The provider's connect and total timeouts, and its first-byte timeout as the
+        socket read timeout: aiohttp starts that timer once the request is sent, so until
+        the response starts it is the time to first byte. :func:`expect_idle_gaps` then
+        switches the connection to the idle timeout for the rest of the response."""
+        key = (provider.total_timeout_ms, provider.connect_timeout_ms,
+               provider.first_byte_timeout_ms)
         timeout = self._timeouts.get(key)
         if timeout is None:
             timeout = self._timeouts[key] = aiohttp.ClientTimeout(
@@ -234,6 +238,14 @@ class ProxyState:
             engine = self._engine = RoutingEngine(snapshot.routing, engine=self.cel,
                                                   max_depth=self.max_depth, rng=self.rng)
         return engine
+
+
+def expect_idle_gaps(response: aiohttp.ClientResponse, provider: Any) -> None:
+    """The response has started: from now on the socket read timeout is the provider's idle
+    timeout (the longest gap between chunks), no longer its first-byte timeout."""
+    connection = response.connection
+    if connection is not None and connection.protocol is not None:
+        connection.protocol.read_timeout = provider.idle_timeout_ms / 1000
 
 
 def backoff_seconds(attempt: int, initial_ms: int, max_ms: int, rng: random.Random,
@@ -507,7 +519,6 @@ class InferenceApp:
             return Failure(BadRequest(str(exc)), final=True)
         ordered = weighted_order([(key, key.weight) for key in keys], state.rng)
         timeout = state.timeout_for(provider)
-        first_byte_s = provider.first_byte_timeout_ms / 1000
         rejected: set[str] = set()
         attempt = 0
         last: Failure = Failure(NoProviderAvailable(
@@ -537,10 +548,8 @@ class InferenceApp:
             retry_after = None
             call.upstream_attempts += 1
             try:
-                async with asyncio.timeout(first_byte_s):
-                    response = await state.session.post(request.url, data=body,
-                                                        headers=request.headers,
-                                                        timeout=timeout)
+                response = await state.session.post(request.url, data=body,
+                                                    headers=request.headers, timeout=timeout)
             except TimeoutError:
                 call.upstream_ms += (time.perf_counter() - sent_at) * 1000
                 breaker.failure(state.breakers.clock())
@@ -611,6 +620,7 @@ class InferenceApp:
         if call.stream:
             return await self._deliver_stream(call, state, candidate, provider, key, breaker,
                                               response, admission, index, sent_at)
+        expect_idle_gaps(response, provider)
         try:
             payload = await response.read()
         except TimeoutError:
@@ -730,6 +740,7 @@ class InferenceApp:
             response.close()
             breaker.failure(state.breakers.clock())
             return Failure(UpstreamError(f"Provider '{provider.name}' sent an empty stream"))
+        expect_idle_gaps(response, provider)
         breaker.success()
         headers = [*call.base_headers, *self._route_headers(call, candidate, index),
                    *state.runtime.governor.rate_limit_headers(admission),

@@ -158,6 +158,26 @@ def test_idle_timeout_between_stream_chunks_after_the_first_byte(gateway, world)
     assert len(upstream_calls(world)) == 1  # nothing retried after the first byte
 
 
+
+def test_the_idle_timeout_does_not_cut_the_wait_for_the_first_byte(gateway, world):
+    set_provider(gateway, "mock", max_retries=0, first_byte_timeout_ms=5000,
+                 idle_timeout_ms=200)
+    response = post(gateway, world, with_mock(delay_ms=700))
+    assert response.status_code == 200
+    assert len(upstream_calls(world)) == 1
+
+
+def test_the_first_byte_timeout_does_not_limit_a_stream_that_keeps_coming(gateway, world):
+    set_provider(gateway, "mock", max_retries=0, first_byte_timeout_ms=800,
+                 idle_timeout_ms=5000)
+    body = {**with_mock(chunks=4, chunk_delay_ms=400), "stream": True}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=10,
+                      headers={"authorization": f"Bearer {world['secret']}"}) as response:
+        assert response.status_code == 200
+        text = response.read().decode()
+    assert text.rstrip().endswith("data: [DONE]")
+    assert "stream ended unexpectedly" not in text
+
 def test_total_timeout(gateway, world):
     set_provider(gateway, "mock", max_retries=0, total_timeout_ms=300,
                  first_byte_timeout_ms=5000)
