@@ -34,8 +34,8 @@ GROUP = "usage-flush"
 CLAIM_IDLE_MS = 60_000
 
 
-@dataclass(frozen=True, slots=True)
-class UsageEvent:
+@dataclass(slots=True)  # not frozen: that sets each field through object.__setattr__,
+class UsageEvent:        # four times the construction cost, once per request
     request_id: str
     created_at: float  # epoch seconds
     provider: str

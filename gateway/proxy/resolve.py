@@ -67,8 +67,8 @@ def split_model(model: str, providers: Mapping[str, object]) -> tuple[str, str]:
 
 def weighted_order(items: Sequence[tuple[object, float]], rng: random.Random) -> list[object]:
     """One item drawn by weight first, then the rest by descending weight."""
-    if not items:
-        return []
+    if len(items) <= 1:
+        return [items[0][0]] if items else []
     weights = [max(weight, 0.0) for _item, weight in items]
     total = sum(weights)
     if total <= 0:

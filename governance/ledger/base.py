@@ -173,6 +173,8 @@ class Ledger(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.base_exceptions is Ledger.base_exceptions:
+            return  # no backend errors to translate (the memory ledger): no wrapper per call
         for name in _WRAPPED:
             if name in cls.__dict__:
                 setattr(cls, name, _wrap_errors(cls.__dict__[name]))
