@@ -76,6 +76,7 @@ class CannedResponse:
         self.raw_headers = tuple((name.encode(), value.encode())
                                  for name, value in self.headers.items())
         self.content = CannedContent(STREAM_CHUNKS if stream else [CHAT_RESPONSE])
+        self.connection = None  # the body is already here: no socket timeouts to adjust
         self._body = b"".join(STREAM_CHUNKS) if stream else CHAT_RESPONSE
 
     async def read(self) -> bytes:
