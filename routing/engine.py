@@ -120,6 +120,8 @@ class RoutingContext:
     headers: Mapping[str, str] = field(default_factory=dict)
     query_params: Mapping[str, str] = field(default_factory=dict)
     capacity: CapacityView = no_capacity
+    # True when ``headers`` has lower-case names already (ASGI's): not copied to lower them
+    headers_lowercase: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,8 +248,8 @@ def request_variables(context: RoutingContext) -> dict[str, object]:
     customer_id, customer_name = key.effective_customer if key else ("", "")
     return {
         "request_type": context.request_type,
-        "headers": {name.lower(): value for name, value in context.headers.items()},
-        "params": {name.lower(): value for name, value in context.query_params.items()},
+        "headers": _lowered(context.headers, context.headers_lowercase),
+        "params": _lowered(context.query_params, False),
         "virtual_key_id": key.id if key else "",
         "virtual_key_name": key.name if key else "",
         "team_id": key.team_id if key else "",
@@ -257,14 +259,8 @@ def request_variables(context: RoutingContext) -> dict[str, object]:
     }
 
 
-def step_variables(fixed: dict[str, object], provider: str, model: str,
-                   capacity: Capacity | None) -> dict[str, object]:
-    """``fixed`` plus what a chain step changes: the target and (when given) its
-    capacity."""
-    plain = {**fixed, "model": model, "provider": provider}
-    if capacity is not None:
-        plain.update(capacity_variables(capacity))
-    return plain
+def _lowered(values: Mapping[str, str], lowercase: bool) -> Mapping[str, str]:
+    return values if lowercase else {name.lower(): value for name, value in values.items()}
 
 
 def capacity_variables(capacity: Capacity) -> dict[str, float]:
@@ -272,31 +268,90 @@ def capacity_variables(capacity: Capacity) -> dict[str, float]:
             "tokens_used": float(capacity.tokens_used), "request": float(capacity.request)}
 
 
-CAPACITY_VARIABLES = frozenset({"budget_used", "tokens_used", "request"})
+class _Step:
+    """One chain step's CEL variables, computed only as far as they are needed: memo keys
+    read single values straight from the request (:meth:`read`); only a rule that has to
+    run gets them all (:attr:`plain`, :meth:`prepared`)."""
 
+    __slots__ = ("_capacity", "_engine", "_maps", "_plain", "_prepared", "context", "model",
+                 "provider")
 
-class _Lazy:
-    """A step's variables, prepared for CEL only if some rule has to be evaluated. When no
-    rule of the chain reads the capacity variables, they are computed only then."""
-
-    __slots__ = ("_capacity", "_engine", "_prepared", "_target", "plain")
-
-    def __init__(self, engine: CelEngine, plain: dict[str, object],
-                 capacity: CapacityView | None = None, provider: str = "",
-                 model: str = "") -> None:
+    def __init__(self, engine: CelEngine, context: RoutingContext, provider: str,
+                 model: str) -> None:
         self._engine = engine
-        self.plain = plain
+        self.context = context
+        self.provider = provider
+        self.model = model
+        self._capacity: Capacity | None = None
+        self._maps: dict[str, Mapping[str, str]] | None = None
+        self._plain: dict[str, object] | None = None
         self._prepared: Any = None
-        self._capacity = capacity
-        self._target = (provider, model)
+
+    def capacity(self) -> Capacity:
+        if self._capacity is None:
+            self._capacity = self.context.capacity(self.provider, self.model)
+        return self._capacity
+
+    def read(self, name: str, key: str | None) -> Any:
+        """The value of one read of routing/memo.py: a variable, or one key of a map."""
+        if key is None:
+            reader = _SCALAR_READERS.get(name)
+            return reader(self) if reader is not None else None
+        maps = self._maps
+        if maps is None:
+            maps = self._maps = {}
+        values = maps.get(name)
+        if values is None:
+            context = self.context
+            if name == "headers":
+                values = _lowered(context.headers, context.headers_lowercase)
+            elif name == "params":
+                values = _lowered(context.query_params, not context.query_params)
+            else:
+                return None
+            maps[name] = values
+        return values.get(key)
+
+    @property
+    def plain(self) -> dict[str, object]:
+        if self._plain is None:
+            plain = request_variables(self.context)
+            plain["model"] = self.model
+            plain["provider"] = self.provider
+            plain.update(capacity_variables(self.capacity()))
+            self._plain = plain
+        return self._plain
 
     def prepared(self) -> Any:
         if self._prepared is None:
-            if self._capacity is not None:
-                self.plain.update(capacity_variables(self._capacity(*self._target)))
-                self._capacity = None
             self._prepared = self._engine.prepare(self.plain)
         return self._prepared
+
+
+def _key_field(name: str) -> Callable[[_Step], object]:
+    def read(step: _Step) -> object:
+        key = step.context.key
+        return getattr(key, name) if key is not None else ""
+    return read
+
+
+# One function per scalar variable (routing/cel.py's DECLARED_VARIABLES but the two maps).
+_SCALAR_READERS: dict[str, Callable[[_Step], object]] = {
+    "model": lambda step: step.model,
+    "provider": lambda step: step.provider,
+    "request_type": lambda step: step.context.request_type,
+    "virtual_key_id": _key_field("id"),
+    "virtual_key_name": _key_field("name"),
+    "team_id": _key_field("team_id"),
+    "team_name": _key_field("team_name"),
+    "customer_id": lambda step: (step.context.key.effective_customer[0]
+                                 if step.context.key is not None else ""),
+    "customer_name": lambda step: (step.context.key.effective_customer[1]
+                                   if step.context.key is not None else ""),
+    "budget_used": lambda step: float(step.capacity().budget_used),
+    "tokens_used": lambda step: float(step.capacity().tokens_used),
+    "request": lambda step: float(step.capacity().request),
+}
 
 
 MEMO_MAX = 4096
@@ -328,10 +383,6 @@ class RoutingEngine:
         outcomes are used."""
         provider, model = context.provider, context.model
         chain, chain_reads = self._chain_for(context.key)
-        # Capacity variables are computed when a rule may read them: some rule of the chain
-        # does, or some rule's reads are unknown.
-        eager_capacity = chain_reads is None or any(
-            name in CAPACITY_VARIABLES for name, _key in chain_reads)
         visited: set[tuple[str, str]] | None = None
         final: RoutingDecision | None = None
         entries: list[TraceEntry] = []
@@ -339,7 +390,6 @@ class RoutingEngine:
         if trace:
             log = ["Scope chain: [" + " ".join(f"{name}({scope_id})" if scope_id else name
                                                for name, scope_id in chain) + "]"]
-        fixed = request_variables(context)
         step = 0
         while True:
             max_depth = self._max_depth()
@@ -352,12 +402,7 @@ class RoutingEngine:
             if step > 0 and log is not None:
                 log.append(f"Chain step {step}: re-evaluating with provider={provider}, "
                            f"model={model}")
-            if eager_capacity:
-                plain = step_variables(fixed, provider, model, context.capacity(provider, model))
-                variables = _Lazy(self.engine, plain)
-            else:
-                plain = step_variables(fixed, provider, model, None)
-                variables = _Lazy(self.engine, plain, context.capacity, provider, model)
+            variables = _Step(self.engine, context, provider, model)
             matched = self._first_match(chain, chain_reads, variables, provider, model, step,
                                         entries if trace else None, log)
             if matched is None:
@@ -411,14 +456,14 @@ class RoutingEngine:
         return self._chain_reads_cache[chain]
 
     def _first_match(self, chain: tuple[tuple[str, str], ...], chain_reads: tuple[Any, ...] | None,
-                     variables: _Lazy, provider: str, model: str, step: int,
+                     variables: _Step, provider: str, model: str, step: int,
                      entries: list[TraceEntry] | None,
                      log: list[str] | None) -> tuple[Rule, RoutingDecision] | None:
         """The first rule of ``chain`` that matches and has a usable target, and its
         decision. Without a trace, the winning rule is memoised per chain under the values
         all of the chain's rules read: one lookup instead of one per rule."""
         if entries is None and chain_reads is not None:
-            key = (chain, memo_key(chain_reads, variables.plain))
+            key = (chain, memo_key(chain_reads, variables.read))
             winner = self._chain_memo.get(key, _MISS)
             if winner is _MISS:
                 found = self._scan(chain, variables, provider, model, step, None, log)
@@ -479,7 +524,7 @@ class RoutingEngine:
                     return rule, decision
         return None
 
-    def _outcome(self, rule: Rule, variables: _Lazy) -> tuple[Outcome, str]:
+    def _outcome(self, rule: Rule, variables: _Step) -> tuple[Outcome, str]:
         """The rule's outcome, from the memo when the same values were seen before
         (exact: a CEL program is a pure function of what it reads)."""
         rule_reads = rule.reads
@@ -488,7 +533,7 @@ class RoutingEngine:
         memo = self._memo.get(rule.id)
         if memo is None:
             memo = self._memo[rule.id] = {}
-        key = memo_key(rule_reads, variables.plain)
+        key = memo_key(rule_reads, variables.read)
         outcome = memo.get(key)
         if outcome is None:
             outcome = self._run(rule, variables.prepared())

@@ -18,7 +18,7 @@ are never memoised.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 MAP_VARIABLES = frozenset({"headers", "params"})
@@ -56,11 +56,7 @@ def reads(expression: str, declared: frozenset[str] | None = None) -> tuple[Read
     return tuple(sorted(found, key=lambda item: (item[0], item[1] or "")))
 
 
-def memo_key(rule_reads: tuple[Read, ...], variables: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The values ``rule_reads`` name (``headers`` and ``params`` are always dicts)."""
-    get = variables.get
-    return tuple([get(name) if key is None else get(name, _EMPTY).get(key)
-                  for name, key in rule_reads])
-
-
-_EMPTY: dict[str, str] = {}
+def memo_key(rule_reads: tuple[Read, ...],
+             read: Callable[[str, str | None], Any]) -> tuple[Any, ...]:
+    """The values ``rule_reads`` name; ``read(variable, map_key)`` gives one value."""
+    return tuple([read(name, key) for name, key in rule_reads])

@@ -111,6 +111,8 @@ def resolve(snapshot: object, engine: RoutingEngine, *, key: object | None, requ
             request_type: str, headers: Mapping[str, str], query: Mapping[str, str],
             capacity: Callable[[str, str], Capacity], stats: RouteStats,
             rng: random.Random, request_fallbacks: Sequence[str] = ()) -> Resolution:
+    """The candidates for a request, in order. ``headers`` has lower-case names (as ASGI
+    gives them)."""
     providers = snapshot.providers  # type: ignore[attr-defined]
     provider, model = split_model(requested, providers)
     rule_id = rule_name = ""
@@ -120,7 +122,7 @@ def resolve(snapshot: object, engine: RoutingEngine, *, key: object | None, requ
         result = engine.evaluate(RoutingContext(
             provider=provider, model=model, request_type=request_type,
             key=key.identity if key is not None else None,  # type: ignore[attr-defined]
-            headers=headers, query_params=query, capacity=capacity))
+            headers=headers, query_params=query, capacity=capacity, headers_lowercase=True))
         decision = result.decision
         if decision is not None:
             provider = decision.provider or provider

@@ -119,3 +119,28 @@ def test_the_log_is_written_for_traces_only():
     traced = engine.evaluate(context, trace=True)
     assert traced.log[0] == "Scope chain: [virtual_key(k) global]"
     assert any("matched" in line for line in traced.log)
+
+
+def test_every_declared_variable_can_be_read_for_a_memo_key():
+    from routing.cel import DECLARED_VARIABLES
+    from routing.engine import _SCALAR_READERS
+
+    assert set(_SCALAR_READERS) | {"headers", "params"} == set(DECLARED_VARIABLES)
+
+
+@pytest.mark.parametrize("expression", [
+    'customer_name == "acme" && virtual_key_name == "key"',
+    'virtual_key_id == "k" && team_id == "t" && customer_id == "c"',
+    'request_type == "chat_completion" && params["region"] == "eu"',
+    'provider == "" && tokens_used < 1.0 && request < 1.0',
+])
+def test_memoised_reads_of_each_variable_match_fresh_evaluation(expression):
+    key = KeyIdentity("k", "key", team_id="t", team_name="research",
+                      team_customer_id="c", team_customer_name="acme")
+    context = RoutingContext(provider="", model="m", request_type="chat_completion",
+                             key=key, query_params={"Region": "eu"})
+    engine = _single_rule_engine(expression)
+    traced = engine.evaluate(context, trace=True)  # fresh: evaluates the CEL program
+    assert traced.decision is not None
+    for _ in range(2):  # the memo answers the second time
+        assert engine.evaluate(context).decision == traced.decision
