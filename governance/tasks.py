@@ -68,7 +68,7 @@ _EVENT_VALUES: tuple[tuple[str, Callable[[UsageEvent], Any]], ...] = (
     ("cached_tokens", attrgetter("cached_tokens")),
     ("cache_write_tokens", attrgetter("cache_write_tokens")),
     ("reasoning_tokens", attrgetter("reasoning_tokens")),
-    ("cost", lambda event: (Decimal(event.cost_nanos) / NANOS).quantize(MONEY_QUANTUM)),
+    ("cost", lambda event: Decimal(event.cost_nanos).scaleb(-9)),  # exact, 9 places
     ("priced", attrgetter("priced")),
     ("latency_ms", attrgetter("latency_ms")),
     ("overhead_ms", attrgetter("overhead_ms")),
@@ -93,25 +93,34 @@ _INSERT_PLANS: dict[str, _InsertPlan] = {}
 def _insert_plan(connection: Any) -> _InsertPlan:
     """``INSERT ... ON CONFLICT (request_id) DO NOTHING`` for every concrete field but the
     primary key (SQLite and PostgreSQL both speak it), and a function from an event to its
-    row: each field's own database conversion (``get_db_prep_save``) where the driver needs
-    one (UUIDs, datetimes, decimals; repeated UUIDs converted once), the value itself
-    otherwise. The same values as saving :func:`record_from_event`'s instance, without
-    building a model instance per row."""
+    row: the backend's conversion where the driver needs one (datetimes and decimals with
+    the backend's adapters, UUIDs with the field's own, repeated ones converted once), the
+    value itself otherwise: what saving a ``UsageRecord`` would send, without building a
+    model instance per row."""
     plan = _INSERT_PLANS.get(connection.vendor)
     if plan is not None:
         return plan
     fields = {field.name: field for field in UsageRecord._meta.concrete_fields
               if not field.primary_key}
     assert set(fields) == {name for name, _ in _EVENT_VALUES}, "event mapping is incomplete"
+    ops = connection.ops
     getters = []
     for name, value_of in _EVENT_VALUES:
         field = fields[name]
+        prepare: Callable[[Any], Any]
         if isinstance(field, _PLAIN_FIELDS):
             getters.append(value_of)
             continue
-        prepare = functools.partial(field.get_db_prep_save, connection=connection)
-        if isinstance(field, models.UUIDField):
-            prepare = functools.lru_cache(maxsize=4096)(prepare)
+        if isinstance(field, models.DateTimeField):  # aware datetimes: the backend's form
+            prepare = ops.adapt_datetimefield_value
+        elif isinstance(field, models.DecimalField):
+            prepare = functools.partial(ops.adapt_decimalfield_value,
+                                        max_digits=field.max_digits,
+                                        decimal_places=field.decimal_places)
+        else:
+            prepare = functools.partial(field.get_db_prep_save, connection=connection)
+            if isinstance(field, models.UUIDField):
+                prepare = functools.lru_cache(maxsize=4096)(prepare)
         getters.append(lambda event, value_of=value_of, prepare=prepare:
                        prepare(value_of(event)))
     frozen_getters = tuple(getters)
