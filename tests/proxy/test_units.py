@@ -279,3 +279,17 @@ def test_unknown_model_is_404():
 def test_weighted_order_all_zero_weights_still_orders_everything():
     order = weighted_order([("a", 0.0), ("b", 0.0)], random.Random(3))
     assert sorted(order) == ["a", "b"]
+
+
+@pytest.mark.parametrize(("path", "inference"), [
+    ("/v1", True), ("/v1/", True), ("/v1/chat/completions", True),
+    ("/openai/v1/chat/completions", True), ("/anthropic/v1/messages", True),
+    ("/anthropic", True),
+    ("/v1x", False), ("/v10/models", False), ("/openaiv1", False), ("/", False),
+    ("/admin/", False), ("/api/governance/virtual-keys", False), ("/static/v1/x.css", False),
+    ("", False),
+])
+def test_inference_prefixes_go_to_the_data_plane_and_the_rest_to_django(path, inference):
+    from gateway.asgi import InferencePrefixRouter
+
+    assert InferencePrefixRouter(None, None).is_inference(path) is inference
