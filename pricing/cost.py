@@ -64,6 +64,7 @@ logger = logging.getLogger(__name__)
 # Exact for any realistic token count times a 17-digit float price; independent of whatever
 # decimal context the calling thread or task has set.
 _CONTEXT = Context(prec=60, rounding=ROUND_HALF_UP)
+ATTO_PER_NANO = 1_000_000_000  # atto-dollars (1e-18 $) in a nano-dollar
 _ZERO = Decimal(0)
 _ZERO_RATE = TieredRate(_ZERO)
 DEFAULT_CACHE_ENTRIES = 65_536
@@ -291,6 +292,7 @@ class Pricer:
         self._max_cached = max_cached
         self._cache: dict[tuple[Any, ...], ResolvedPrice] = {}
         self._float_rates: dict[int, tuple[EffectiveRates, float, float]] = {}
+        self._atto: dict[int, tuple[EffectiveRates, tuple[int, ...] | None]] = {}
         self._virtual_key_ids = self._overrides.virtual_key_ids
         self._provider_key_ids = self._overrides.provider_key_ids
 
@@ -352,6 +354,56 @@ class Pricer:
             input_rate, output_rate = cached[1], cached[2]
         dollars = input_rate * max(input_tokens, 0) + output_rate * max(output_tokens, 0)
         return int(dollars * 1e9) + int(rates.request * 1_000_000_000) + 1
+
+    def cost_nanos(self, usage: Usage, provider: str, model: str, request_type: str,
+                   virtual_key_id: Any = None, provider_key_id: Any = None) -> tuple[int, bool]:
+        """``(quote(...).total_nanos, quote(...).priced)`` for the data plane, which needs
+        nothing else. Exact integer arithmetic when every flat rate is a whole number of
+        atto-dollars (1e-18 $) per token and none is negative, as real prices are: the same
+        result as :meth:`quote`'s decimals, in a fraction of the time. Tiered or other rates
+        go through :meth:`quote`."""
+        resolved = self.resolve(provider, model, request_type, virtual_key_id, provider_key_id)
+        rates = resolved.rates
+        if resolved.conditional:
+            rates = resolved.rates_at(self._clock())
+        if rates is None:
+            self.unpriced.increment(provider, model)
+            return 0, False
+        atto = None if rates.tiered else self._atto_rates(rates)
+        if atto is None:
+            return _breakdown(usage, rates, resolved).total_nanos, True
+        input_tokens = usage.input_tokens if usage.input_tokens > 0 else 0
+        cached_read = min(max(usage.cached_read_tokens, 0), input_tokens)
+        cache_write = min(max(usage.cache_write_tokens, 0), input_tokens - cached_read)
+        cache_write_1h = min(max(usage.cache_write_1h_tokens, 0), cache_write)
+        output_tokens = usage.output_tokens if usage.output_tokens > 0 else 0
+        input_rate, read_rate, write_rate, write_1h_rate, output_rate, request = atto
+        total_atto = (input_rate * (input_tokens - cached_read - cache_write)
+                      + read_rate * cached_read
+                      + write_rate * (cache_write - cache_write_1h)
+                      + write_1h_rate * cache_write_1h
+                      + output_rate * output_tokens + request)
+        return (total_atto + ATTO_PER_NANO // 2) // ATTO_PER_NANO, True  # half up, as quote
+
+    def _atto_rates(self, rates: EffectiveRates) -> tuple[int, ...] | None:
+        """The flat rates (input, cache read, cache write, cache write 1h, output, request)
+        in whole atto-dollars, or None when one is not whole or is negative; per rates."""
+        cached = self._atto.get(id(rates))
+        if cached is not None and cached[0] is rates:
+            return cached[1]
+        values = []
+        for rate in (rates.input.base, rates.cache_read.base, rates.cache_write.base,
+                     rates.cache_write_1h.base, rates.output.base, rates.request):
+            scaled = Decimal(rate).scaleb(18, _CONTEXT)
+            if scaled < 0 or scaled != scaled.to_integral_value(context=_CONTEXT):
+                values = None
+                break
+            values.append(int(scaled))
+        result = tuple(values) if values is not None else None
+        if len(self._atto) >= self._max_cached:
+            self._atto.clear()
+        self._atto[id(rates)] = (rates, result)
+        return result
 
     def quote(
         self,

@@ -654,7 +654,7 @@ class InferenceApp:
                 data, model=candidate.model))
         cost = self._cost(call, candidate, key, usage)
         headers = [*call.base_headers, *self._route_headers(call, candidate, index),
-                   ("x-gateway-cost-usd", _dollars(cost.total_nanos)),
+                   ("x-gateway-cost-usd", _dollars(cost[0])),
                    *state.runtime.governor.rate_limit_headers(admission),
                    *forwarded_headers(response.headers.items()), self._overhead(call)]
         call.response_started = True
@@ -663,19 +663,22 @@ class InferenceApp:
                            status=200, error_type="")
         return None
 
-    def _cost(self, call: Call, candidate: Any, key: Any, usage: Usage | None) -> Any:
-        return call.snapshot.pricer.quote(
+    def _cost(self, call: Call, candidate: Any, key: Any,
+              usage: Usage | None) -> tuple[int, bool]:
+        """(cost in nano-dollars, priced)."""
+        return call.snapshot.pricer.cost_nanos(
             usage or Usage(), candidate.provider, candidate.model, call.request_type,
             call.key.id if call.key is not None else None, key.id)
 
     async def _settle(self, call: Call, state: ProxyState, candidate: Any, index: int, key: Any,
-                      admission: Admission, usage: Usage | None, cost: Any, *, status: int,
-                      error_type: str) -> None:
+                      admission: Admission, usage: Usage | None, cost: tuple[int, bool], *,
+                      status: int, error_type: str) -> None:
         tokens = (usage.input_tokens + usage.output_tokens) if usage is not None else 0
-        await state.runtime.governor.settle(admission, LedgerUsage(cost_nanos=cost.total_nanos,
+        cost_nanos, priced = cost
+        await state.runtime.governor.settle(admission, LedgerUsage(cost_nanos=cost_nanos,
                                                                    tokens=tokens))
         await self._record(call, state, candidate, index, status=status, error_type=error_type,
-                           usage=usage, cost_nanos=cost.total_nanos, priced=cost.priced,
+                           usage=usage, cost_nanos=cost_nanos, priced=priced,
                            provider_key_id=key.id)
 
     async def _record(self, call: Call, state: ProxyState, candidate: Any, index: int, *,

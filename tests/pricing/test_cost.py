@@ -777,3 +777,29 @@ def test_estimate_of_an_unpriced_model_is_zero_and_not_counted():
                     providers=[ProviderPricing("openai", "openai")])
     assert pricer.estimate_nanos("openai", "no-such-model", "chat_completion", None, 10, 10) == 0
     assert pricer.unpriced.total == 0
+
+
+ODD_RATE_PRICER = make_pricer(
+    [override(pattern="odd-model", patch={"input_cost_per_token": 1.234567890123456789e-19,
+                                          "output_cost_per_token": 3e-7})]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    target=FLAT_MODELS | st.sampled_from([
+        ("anthropic", "claude-sonnet-4-5"), ("pplx", "sonar"), ("openai", "gpt-4o-mini"),
+        ("openai", "no-such-model"), ("local", "odd-model")]),
+    usage=usages(limit=400_000),
+)
+def test_cost_nanos_is_the_quote_total_exactly(target, usage):
+    provider, model = target
+    pricer = ODD_RATE_PRICER if model == "odd-model" else PROPERTY_PRICER
+    quote = pricer.quote(usage, provider, model, CHAT)
+    assert pricer.cost_nanos(usage, provider, model, CHAT) == (quote.total_nanos, quote.priced)
+
+
+def test_cost_nanos_counts_unpriced_models_like_quote():
+    pricer = make_pricer()
+    assert pricer.cost_nanos(Usage(input_tokens=5), "local", "nothing-known", CHAT) == (0, False)
+    assert pricer.unpriced.get("local", "nothing-known") == 1
