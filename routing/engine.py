@@ -358,6 +358,30 @@ MEMO_MAX = 4096
 _MISS = object()
 
 
+class _ChainPlan:
+    """A scope chain with what its rules read, as one reader per value (None when a rule
+    is not memoisable), and its memo: those values -> the winning rule (or None)."""
+
+    __slots__ = ("chain", "memo", "readers", "reads")
+
+    def __init__(self, chain: tuple[tuple[str, str], ...],
+                 reads: tuple[tuple[str, str | None], ...] | None) -> None:
+        self.chain = chain
+        self.reads = reads
+        self.readers = None if reads is None else tuple(_reader(name, key)
+                                                        for name, key in reads)
+        self.memo: dict[tuple[Any, ...], Rule | None] = {}
+
+    def values(self, step: _Step) -> tuple[Any, ...]:
+        return tuple([read(step) for read in self.readers])  # type: ignore[union-attr]
+
+
+def _reader(name: str, key: str | None) -> Callable[[_Step], Any]:
+    if key is None:
+        return _SCALAR_READERS.get(name, lambda step: None)
+    return lambda step: step.read(name, key)
+
+
 class RoutingEngine:
     """Evaluates a :class:`RoutingTable`. ``max_depth`` is read at every chain step, so a
     callable that reads live settings takes effect at once."""
@@ -371,18 +395,17 @@ class RoutingEngine:
         self.rng = rng or random.Random()
         # rule id -> {values read: outcome}; lives with the engine, never on the table
         self._memo: dict[str, dict[tuple[Any, ...], tuple[Outcome, str]]] = {}
-        self._chain_reads_cache: dict[tuple[tuple[str, str], ...], tuple[Any, ...] | None] = {}
-        self._chain_memo: dict[tuple[Any, ...], Rule | None] = {}
-        # id(key identity) -> (the identity, its scope chain, the chain's reads)
-        self._chains: dict[int, tuple[KeyIdentity, tuple[tuple[str, str], ...],
-                                      tuple[Any, ...] | None]] = {}
+        self._plans: dict[tuple[tuple[str, str], ...], _ChainPlan] = {}
+        # id(key identity) -> (the identity, its chain's plan)
+        self._chains: dict[int, tuple[KeyIdentity, _ChainPlan]] = {}
 
     def evaluate(self, context: RoutingContext, *, trace: bool = False) -> RoutingResult:
         """The decision for ``context``. With ``trace``, every rule looked at is reported
         (``entries``) with a readable ``log``; without it the log is empty and memoised
         outcomes are used."""
         provider, model = context.provider, context.model
-        chain, chain_reads = self._chain_for(context.key)
+        plan = self._plan_for(context.key)
+        chain = plan.chain
         visited: set[tuple[str, str]] | None = None
         final: RoutingDecision | None = None
         entries: list[TraceEntry] = []
@@ -403,7 +426,7 @@ class RoutingEngine:
                 log.append(f"Chain step {step}: re-evaluating with provider={provider}, "
                            f"model={model}")
             variables = _Step(self.engine, context, provider, model)
-            matched = self._first_match(chain, chain_reads, variables, provider, model, step,
+            matched = self._first_match(plan, variables, provider, model, step,
                                         entries if trace else None, log)
             if matched is None:
                 break
@@ -428,49 +451,48 @@ class RoutingEngine:
             log.append("No routing rule matched, using default routing")
         return RoutingResult(final, tuple(entries), tuple(log or ()), step + 1)
 
-    def _chain_for(self, key: KeyIdentity | None
-                   ) -> tuple[tuple[tuple[str, str], ...], tuple[Any, ...] | None]:
-        """The key's scope chain and everything its rules read (None if a rule is not
-        memoisable), kept per key identity object (snapshots are immutable)."""
+    def _plan_for(self, key: KeyIdentity | None) -> _ChainPlan:
+        """The plan of the key's scope chain, kept per key identity object (snapshots are
+        immutable) and per chain."""
         if key is None:
-            return (GLOBAL,), self._chain_reads((GLOBAL,))
+            return self._plan((GLOBAL,))
         entry = self._chains.get(id(key))
         if entry is not None and entry[0] is key:
-            return entry[1], entry[2]
-        chain = key.scope_chain()
-        reads = self._chain_reads(chain)
+            return entry[1]
+        plan = self._plan(key.scope_chain())
         if len(self._chains) >= MEMO_MAX:
             self._chains.clear()
-        self._chains[id(key)] = (key, chain, reads)
-        return chain, reads
+        self._chains[id(key)] = (key, plan)
+        return plan
 
-    def _chain_reads(self, chain: tuple[tuple[str, str], ...]) -> tuple[Any, ...] | None:
-        """Everything the rules of ``chain`` read, or None if one rule is not memoisable."""
-        if chain not in self._chain_reads_cache:
+    def _plan(self, chain: tuple[tuple[str, str], ...]) -> _ChainPlan:
+        plan = self._plans.get(chain)
+        if plan is None:
             rules = [rule for scope in chain for rule in self.table.rules_for(scope)]
-            result: tuple[Any, ...] | None = None
+            reads: tuple[tuple[str, str | None], ...] | None = None
             if all(rule.reads is not None for rule in rules):
                 union = {read for rule in rules for read in rule.reads or ()}
-                result = tuple(sorted(union, key=lambda item: (item[0], item[1] or "")))
-            self._chain_reads_cache[chain] = result
-        return self._chain_reads_cache[chain]
+                reads = tuple(sorted(union, key=lambda item: (item[0], item[1] or "")))
+            if len(self._plans) >= MEMO_MAX:
+                self._plans.clear()
+            plan = self._plans[chain] = _ChainPlan(chain, reads)
+        return plan
 
-    def _first_match(self, chain: tuple[tuple[str, str], ...], chain_reads: tuple[Any, ...] | None,
-                     variables: _Step, provider: str, model: str, step: int,
-                     entries: list[TraceEntry] | None,
+    def _first_match(self, plan: _ChainPlan, variables: _Step, provider: str, model: str,
+                     step: int, entries: list[TraceEntry] | None,
                      log: list[str] | None) -> tuple[Rule, RoutingDecision] | None:
-        """The first rule of ``chain`` that matches and has a usable target, and its
+        """The first rule of the chain that matches and has a usable target, and its
         decision. Without a trace, the winning rule is memoised per chain under the values
         all of the chain's rules read: one lookup instead of one per rule."""
-        if entries is None and chain_reads is not None:
-            key = (chain, memo_key(chain_reads, variables.read))
-            winner = self._chain_memo.get(key, _MISS)
+        chain = plan.chain
+        if entries is None and plan.readers is not None:
+            values = plan.values(variables)
+            winner = plan.memo.get(values, _MISS)
             if winner is _MISS:
                 found = self._scan(chain, variables, provider, model, step, None, log)
-                winner = found[0] if found is not None else None
-                if len(self._chain_memo) >= MEMO_MAX:
-                    self._chain_memo.clear()
-                self._chain_memo[key] = winner
+                if len(plan.memo) >= MEMO_MAX:
+                    plan.memo.clear()
+                plan.memo[values] = found[0] if found is not None else None
                 return found
             if winner is None:
                 return None
