@@ -35,6 +35,15 @@ class Window:
     anchor: float = 0.0
     reset_marker: float | None = None
 
+    def __post_init__(self) -> None:
+        # Windows key the per-request caches; hashing the fields (a Decimal among them)
+        # on every lookup cost more than the lookup.
+        object.__setattr__(self, "_hash", hash((self.duration, self.calendar_aligned,
+                                                 self.anchor, self.reset_marker)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined,no-any-return]
+
 
 def lattice_bounds(window: Window, now: float) -> tuple[float, float]:
     """The window containing ``now`` ignoring any reset marker."""
