@@ -63,6 +63,7 @@ from gateway.proxy.http import (
     read_body,
     request_headers,
     request_id_from,
+    send_raw_response,
     send_response,
 )
 from gateway.proxy.resolve import RouteStats, resolve, weighted_order
@@ -90,8 +91,10 @@ REQUEST_TYPES = {"chat": "chat_completion", "messages": "chat_completion",
                  "completions": "text_completion", "embeddings": "embedding"}
 # Fields only the gateway reads; never sent upstream.
 GATEWAY_FIELDS = ("fallbacks",)
-SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache"),
-               ("x-accel-buffering", "no")]
+SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+               (b"x-accel-buffering", b"no"))
+SSE_SET_HEADERS = frozenset({b"content-type", b"cache-control", b"x-accel-buffering"})
+ROUTE_HEADERS_CACHE_MAX = 10_000
 MAX_FALLBACKS = 10
 
 
@@ -163,7 +166,7 @@ class Failure:
     (status, body, headers) when there was one."""
 
     error: GatewayError
-    response: tuple[int, bytes, list[tuple[str, str]]] | None = None
+    response: tuple[int, bytes, list[tuple[bytes, bytes]]] | None = None
     final: bool = False  # a 4xx the caller must see as is: no fallback
     reached: bool = False  # some attempt reached the provider
 
@@ -217,6 +220,8 @@ class ProxyState:
         self.max_depth = max_depth
         self._engine: RoutingEngine | None = None
         self._timeouts: dict[tuple[int, int, int], aiohttp.ClientTimeout] = {}
+        self._route_headers: dict[tuple[str, str, int, str],
+                                  tuple[tuple[bytes, bytes], ...]] = {}
 
     def timeout_for(self, provider: Any) -> aiohttp.ClientTimeout:
         """The provider's connect and total timeouts, and its first-byte timeout as the
@@ -230,6 +235,22 @@ class ProxyState:
             timeout = self._timeouts[key] = aiohttp.ClientTimeout(
                 total=key[0] / 1000, sock_connect=key[1] / 1000, sock_read=key[2] / 1000)
         return timeout
+
+    def route_headers(self, provider: str, model: str, index: int,
+                      rule_name: str) -> tuple[tuple[bytes, bytes], ...]:
+        """``x-gateway-provider``, ``-model``, ``-fallback-index`` and ``-routing-rule``,
+        encoded once per combination."""
+        key = (provider, model, index, rule_name)
+        headers = self._route_headers.get(key)
+        if headers is None:
+            pairs = [("x-gateway-provider", provider), ("x-gateway-model", model),
+                     ("x-gateway-fallback-index", str(index))]
+            if rule_name:
+                pairs.append(("x-gateway-routing-rule", rule_name))
+            if len(self._route_headers) >= ROUTE_HEADERS_CACHE_MAX:
+                self._route_headers.clear()
+            headers = self._route_headers[key] = tuple(encode_headers(pairs))
+        return headers
 
     def routing_engine(self, snapshot: Any) -> RoutingEngine:
         """One engine (and its memo) per routing table, replaced when the snapshot is."""
@@ -325,6 +346,11 @@ class InferenceApp:
     def _overhead(call: Call) -> tuple[str, str]:
         total_ms = (time.perf_counter() - call.started) * 1000
         return ("x-gateway-overhead-ms", f"{max(total_ms - call.upstream_ms, 0.0):.3f}")
+
+    @staticmethod
+    def _raw_overhead(call: Call) -> tuple[bytes, bytes]:
+        total_ms = (time.perf_counter() - call.started) * 1000
+        return (b"x-gateway-overhead-ms", b"%.3f" % max(total_ms - call.upstream_ms, 0.0))
 
     async def _preflight(self, call: Call, state: ProxyState | None) -> None:
         origin = call.headers.get("origin")
@@ -457,10 +483,11 @@ class InferenceApp:
             return
         if failure.response is not None and failure.final:
             status, body, upstream_headers = failure.response
-            headers = [*call.base_headers, *self._route_headers(call, candidate, index),
-                       *forwarded_headers(upstream_headers), self._overhead(call)]
+            headers = self._raw_headers(call, state, candidate, index, None)
+            headers += forwarded_headers(upstream_headers)
+            headers.append(self._raw_overhead(call))
             call.response_started = True
-            await send_response(call.send, status, body, headers)
+            await send_raw_response(call.send, status, body, headers)
         else:
             error = failure.error
             await self._send_error(call, error)
@@ -577,7 +604,7 @@ class InferenceApp:
                     finally:
                         response.release()
                     call.upstream_ms += (time.perf_counter() - sent_at) * 1000
-                    upstream = (status, payload, list(response.headers.items()))
+                    upstream = (status, payload, list(response.raw_headers))
                     if status in (401, 403):
                         breaker.cancel_probe()
                         rejected.add(key.id)
@@ -606,13 +633,15 @@ class InferenceApp:
 
     # -- responses ------------------------------------------------------------------------------
 
-    def _route_headers(self, call: Call, candidate: Any, index: int) -> list[tuple[str, str]]:
-        headers = [("x-gateway-provider", candidate.provider),
-                   ("x-gateway-model", candidate.model),
-                   ("x-gateway-fallback-index", str(index))]
-        if call.rule_name:
-            headers.append(("x-gateway-routing-rule", call.rule_name))
-        return headers
+    def _raw_headers(self, call: Call, state: ProxyState, candidate: Any, index: int,
+                     admission: Admission | None) -> list[tuple[bytes, bytes]]:
+        """The headers every answer from a provider carries: the request id (and CORS),
+        the route taken and, when admitted, the key's rate limits."""
+        raw = encode_headers(call.base_headers)
+        raw += state.route_headers(candidate.provider, candidate.model, index, call.rule_name)
+        if admission is not None:
+            raw += encode_headers(state.runtime.governor.rate_limit_headers(admission))
+        return raw
 
     async def _deliver(self, call: Call, state: ProxyState, candidate: Any, provider: Any,
                        key: Any, breaker: Any, response: aiohttp.ClientResponse,
@@ -653,12 +682,12 @@ class InferenceApp:
             payload = orjson.dumps(translation.chat_to_messages_response(
                 data, model=candidate.model))
         cost = self._cost(call, candidate, key, usage)
-        headers = [*call.base_headers, *self._route_headers(call, candidate, index),
-                   ("x-gateway-cost-usd", _dollars(cost[0])),
-                   *state.runtime.governor.rate_limit_headers(admission),
-                   *forwarded_headers(response.headers.items()), self._overhead(call)]
+        headers = self._raw_headers(call, state, candidate, index, admission)
+        headers.append((b"x-gateway-cost-usd", _dollars(cost[0]).encode()))
+        headers += forwarded_headers(response.raw_headers)
+        headers.append(self._raw_overhead(call))
         call.response_started = True
-        await send_response(call.send, 200, payload, headers)
+        await send_raw_response(call.send, 200, payload, headers)
         await self._settle(call, state, candidate, index, key, admission, usage, cost,
                            status=200, error_type="")
         return None
@@ -745,11 +774,10 @@ class InferenceApp:
             return Failure(UpstreamError(f"Provider '{provider.name}' sent an empty stream"))
         expect_idle_gaps(response, provider)
         breaker.success()
-        headers = [*call.base_headers, *self._route_headers(call, candidate, index),
-                   *state.runtime.governor.rate_limit_headers(admission),
-                   *[(name, value) for name, value in forwarded_headers(response.headers.items())
-                     if name not in ("content-type", "cache-control")],
-                   *SSE_HEADERS, self._overhead(call)]
+        headers = self._raw_headers(call, state, candidate, index, admission)
+        headers += forwarded_headers(response.raw_headers, SSE_SET_HEADERS)
+        headers += SSE_HEADERS
+        headers.append(self._raw_overhead(call))
         call.response_started = True
         status, error_type = 200, ""
         disconnected = asyncio.Event()
@@ -763,7 +791,7 @@ class InferenceApp:
 
         async def pump() -> None:
             await call.send({"type": "http.response.start", "status": 200,
-                             "headers": encode_headers(headers)})
+                             "headers": headers})
             await call.send({"type": "http.response.body", "body": relay.take(),
                              "more_body": True})
             while not relay.done:

@@ -20,10 +20,10 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # Never forwarded from a provider to the client: hop-by-hop, framing we recompute, and
 # anything that carries or sets credentials.
 DROPPED_RESPONSE_HEADERS = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "trailers", "transfer-encoding", "upgrade", "content-length", "content-encoding",
-    "set-cookie", "authorization", "www-authenticate", "api-key", "x-api-key", "cookie",
-    "x-request-id", "date", "server", "alt-svc", "content-type",
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+    b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"content-length",
+    b"content-encoding", b"set-cookie", b"authorization", b"www-authenticate", b"api-key",
+    b"x-api-key", b"cookie", b"x-request-id", b"date", b"server", b"alt-svc", b"content-type",
 })
 EXPOSED_HEADERS = ("x-request-id, x-gateway-provider, x-gateway-model, x-gateway-routing-rule, "
                    "x-gateway-fallback-index, x-gateway-cost-usd, x-gateway-overhead-ms, "
@@ -102,10 +102,18 @@ def encode_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, byte
 async def send_response(send: Send, status: int, body: bytes,
                         headers: Iterable[tuple[str, str]],
                         content_type: str = "application/json") -> None:
-    raw = encode_headers(headers)
-    raw.append((b"content-type", content_type.encode("latin-1")))
-    raw.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send_raw_response(send, status, body, encode_headers(headers),
+                            content_type.encode("latin-1"))
+
+
+async def send_raw_response(send: Send, status: int, body: bytes,
+                            raw_headers: list[tuple[bytes, bytes]],
+                            content_type: bytes = b"application/json") -> None:
+    """Answer with ``body``; ``raw_headers`` (encoded already) get the content type and
+    length appended."""
+    raw_headers.append((b"content-type", content_type))
+    raw_headers.append((b"content-length", b"%d" % len(body)))
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -130,13 +138,17 @@ def error_headers(error: GatewayError) -> list[tuple[str, str]]:
     return headers
 
 
-def forwarded_headers(upstream: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Provider headers worth passing on. The provider's own ``x-ratelimit-*`` describe the
-    provider account behind every virtual key; the gateway sends its own for the key."""
+def forwarded_headers(upstream: Iterable[tuple[bytes, bytes]],
+                      also_dropped: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
+    """Provider headers worth passing on, from its raw headers (aiohttp's ``raw_headers``:
+    nothing decoded or encoded again), names lower-cased. The provider's own
+    ``x-ratelimit-*`` describe the provider account behind every virtual key; the gateway
+    sends its own for the key."""
     kept = []
     for name, value in upstream:
         lowered = name.lower()
-        if lowered not in DROPPED_RESPONSE_HEADERS and not lowered.startswith("x-ratelimit-"):
+        if lowered not in DROPPED_RESPONSE_HEADERS and lowered not in also_dropped \
+                and not lowered.startswith(b"x-ratelimit-"):
             kept.append((lowered, value))
     return kept
 
