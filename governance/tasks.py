@@ -20,12 +20,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from operator import attrgetter
 from typing import Any
 
 from celery import shared_task
 from django.conf import settings
-from django.db import models, transaction
+from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
@@ -47,38 +46,15 @@ FLUSH_BATCH = 5000
 # -- usage records ---------------------------------------------------------------------------
 
 
-# (record field, value from an event): the one mapping of events to records.
-_EVENT_VALUES: tuple[tuple[str, Callable[[UsageEvent], Any]], ...] = (
-    ("request_id", attrgetter("request_id")),
-    ("created_at", lambda event: datetime.fromtimestamp(event.created_at, UTC)),
-    ("virtual_key_id", lambda event: event.virtual_key_id or None),
-    ("virtual_key_name", lambda event: event.virtual_key_name[:255]),
-    ("team_id", lambda event: event.team_id or None),
-    ("customer_id", lambda event: event.customer_id or None),
-    ("provider", lambda event: event.provider[:50]),
-    ("provider_key_id", lambda event: event.provider_key_id or None),
-    ("requested_model", lambda event: event.requested_model[:255]),
-    ("resolved_model", lambda event: event.resolved_model[:255]),
-    ("request_type", lambda event: event.request_type[:40]),
-    ("is_stream", attrgetter("is_stream")),
-    ("status_code", attrgetter("status_code")),
-    ("error_type", lambda event: event.error_type[:64]),
-    ("prompt_tokens", attrgetter("prompt_tokens")),
-    ("completion_tokens", attrgetter("completion_tokens")),
-    ("cached_tokens", attrgetter("cached_tokens")),
-    ("cache_write_tokens", attrgetter("cache_write_tokens")),
-    ("reasoning_tokens", attrgetter("reasoning_tokens")),
-    ("cost", lambda event: Decimal(event.cost_nanos).scaleb(-9)),  # exact, 9 places
-    ("priced", attrgetter("priced")),
-    ("latency_ms", attrgetter("latency_ms")),
-    ("overhead_ms", attrgetter("overhead_ms")),
-    ("routing_rule_id", lambda event: event.routing_rule_id or None),
-    ("routing_rule_name", lambda event: event.routing_rule_name[:255]),
-    ("fallback_index", attrgetter("fallback_index")),
+# The record columns, in the order :func:`_insert_plan`'s row function gives their values.
+RECORD_COLUMNS = (
+    "request_id", "created_at", "virtual_key_id", "virtual_key_name", "team_id",
+    "customer_id", "provider", "provider_key_id", "requested_model", "resolved_model",
+    "request_type", "is_stream", "status_code", "error_type", "prompt_tokens",
+    "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost",
+    "priced", "latency_ms", "overhead_ms", "routing_rule_id", "routing_rule_name",
+    "fallback_index",
 )
-
-# Fields whose Python value the database driver takes as it is: no per-row conversion.
-_PLAIN_FIELDS = (models.CharField, models.IntegerField, models.BooleanField, models.FloatField)
 
 
 @dataclass(frozen=True)
@@ -93,44 +69,59 @@ _INSERT_PLANS: dict[str, _InsertPlan] = {}
 def _insert_plan(connection: Any) -> _InsertPlan:
     """``INSERT ... ON CONFLICT (request_id) DO NOTHING`` for every concrete field but the
     primary key (SQLite and PostgreSQL both speak it), and a function from an event to its
-    row: the backend's conversion where the driver needs one (datetimes and decimals with
-    the backend's adapters, UUIDs with the field's own, repeated ones converted once), the
-    value itself otherwise: what saving a ``UsageRecord`` would send, without building a
-    model instance per row."""
+    row: what saving a ``UsageRecord`` would send (texts cut to their columns, datetimes and
+    decimals through the backend's adapters, UUIDs through the field's own conversion,
+    repeated ones converted once), without building a model instance per row. One function
+    call per row: the flush shares the process (and its GIL) with the data plane."""
     plan = _INSERT_PLANS.get(connection.vendor)
     if plan is not None:
         return plan
     fields = {field.name: field for field in UsageRecord._meta.concrete_fields
               if not field.primary_key}
-    assert set(fields) == {name for name, _ in _EVENT_VALUES}, "event mapping is incomplete"
+    assert set(fields) == set(RECORD_COLUMNS), "RECORD_COLUMNS must name every record field"
     ops = connection.ops
-    getters = []
-    for name, value_of in _EVENT_VALUES:
-        field = fields[name]
-        prepare: Callable[[Any], Any]
-        if isinstance(field, _PLAIN_FIELDS):
-            getters.append(value_of)
-            continue
-        if isinstance(field, models.DateTimeField):  # aware datetimes: the backend's form
-            prepare = ops.adapt_datetimefield_value
-        elif isinstance(field, models.DecimalField):
-            prepare = functools.partial(ops.adapt_decimalfield_value,
-                                        max_digits=field.max_digits,
-                                        decimal_places=field.decimal_places)
-        else:
-            prepare = functools.partial(field.get_db_prep_save, connection=connection)
-            if isinstance(field, models.UUIDField):
-                prepare = functools.lru_cache(maxsize=4096)(prepare)
-        getters.append(lambda event, value_of=value_of, prepare=prepare:
-                       prepare(value_of(event)))
-    frozen_getters = tuple(getters)
+    when = ops.adapt_datetimefield_value
+    uuid = functools.lru_cache(maxsize=4096)(
+        functools.partial(fields["virtual_key_id"].get_db_prep_save, connection=connection))
+    cost_field = fields["cost"]
+    money = functools.partial(ops.adapt_decimalfield_value, max_digits=cost_field.max_digits,
+                              decimal_places=cost_field.decimal_places)
+    utc = UTC
+    from_timestamp = datetime.fromtimestamp
 
     def row(event: UsageEvent) -> tuple[Any, ...]:
-        return tuple([get(event) for get in frozen_getters])
+        return (
+            event.request_id,
+            when(from_timestamp(event.created_at, utc)),
+            uuid(event.virtual_key_id or None),
+            event.virtual_key_name[:255],
+            uuid(event.team_id or None),
+            uuid(event.customer_id or None),
+            event.provider[:50],
+            uuid(event.provider_key_id or None),
+            event.requested_model[:255],
+            event.resolved_model[:255],
+            event.request_type[:40],
+            event.is_stream,
+            event.status_code,
+            event.error_type[:64],
+            event.prompt_tokens,
+            event.completion_tokens,
+            event.cached_tokens,
+            event.cache_write_tokens,
+            event.reasoning_tokens,
+            money(Decimal(event.cost_nanos).scaleb(-9)),  # exact, 9 places
+            event.priced,
+            event.latency_ms,
+            event.overhead_ms,
+            uuid(event.routing_rule_id or None),
+            event.routing_rule_name[:255],
+            event.fallback_index,
+        )
 
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(fields[name].column) for name, _ in _EVENT_VALUES)
-    placeholders = ", ".join(["%s"] * len(_EVENT_VALUES))
+    quote = ops.quote_name
+    columns = ", ".join(quote(fields[name].column) for name in RECORD_COLUMNS)
+    placeholders = ", ".join(["%s"] * len(RECORD_COLUMNS))
     sql = (f"INSERT INTO {quote(UsageRecord._meta.db_table)} ({columns}) "
            f"VALUES ({placeholders}) ON CONFLICT ({quote('request_id')}) DO NOTHING")
     plan = _INSERT_PLANS[connection.vendor] = _InsertPlan(sql, row)
