@@ -548,8 +548,7 @@ class InferenceApp:
         timeout = state.timeout_for(provider)
         rejected: set[str] = set()
         attempt = 0
-        last: Failure = Failure(NoProviderAvailable(
-            f"Every key of provider '{provider.name}' has an open circuit"))
+        last: Failure | None = None  # the latest attempt's failure
         while True:
             now = state.breakers.clock()
             key = breaker = None
@@ -562,7 +561,8 @@ class InferenceApp:
                     key, breaker = option, candidate_breaker
                     break
             if key is None or breaker is None:
-                return last
+                return last or Failure(NoProviderAvailable(
+                    f"Every key of provider '{provider.name}' has an open circuit"))
             try:
                 request = upstream_request(provider.kind, provider.base_url, provider.api_version,
                                            key.value, upstream_operation(call.operation,
@@ -626,6 +626,7 @@ class InferenceApp:
                         return Failure(UpstreamError(f"Provider answered {status}"), upstream,
                                        final=True)
             if attempt >= provider.max_retries:
+                assert last is not None  # every attempt that comes here failed
                 return last
             await asyncio.sleep(backoff_seconds(attempt, provider.backoff_initial_ms,
                                                 provider.backoff_max_ms, state.rng, retry_after))
