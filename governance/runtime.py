@@ -79,6 +79,10 @@ class GovernanceRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._rebuild_lock = asyncio.Lock()
         self.swaps = 0
+        if embedded:
+            from governance.tasks import DatabaseThread
+
+            self._database = DatabaseThread()  # the background jobs' database work
 
     @classmethod
     def from_settings(cls) -> GovernanceRuntime:
@@ -151,7 +155,7 @@ class GovernanceRuntime:
         from governance.tasks import flush_pass
 
         if self.embedded:
-            return await flush_pass(self.sink, self.ledger, shared=True)
+            return await flush_pass(self.sink, self.ledger, shared=True, run=self._database.run)
         await self.sink.retry_pending()
         return 0
 
@@ -164,14 +168,14 @@ class GovernanceRuntime:
                 logger.exception("background job %s failed; retrying next time", name)
 
     async def _record_resets(self) -> None:
-        from governance.tasks import in_thread, record_resets
+        from governance.tasks import record_resets
 
-        await in_thread(record_resets)
+        await self._database.run(record_resets)
 
     async def _rollup(self) -> None:
-        from governance.tasks import in_thread, rollup_pass
+        from governance.tasks import rollup_pass
 
-        await in_thread(rollup_pass)
+        await self._database.run(rollup_pass)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -206,6 +210,8 @@ class GovernanceRuntime:
                 logger.info("shutdown flush: %d usage records written", written)
         except Exception:
             logger.exception("shutdown flush failed")
+        if self.embedded:
+            await self._database.close()
         if _current is self:
             _current = None
         for client in (self.redis, getattr(self.ledger, "client", None)):
