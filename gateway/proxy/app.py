@@ -67,7 +67,7 @@ from gateway.proxy.http import (
     send_response,
 )
 from gateway.proxy.resolve import RouteStats, resolve, weighted_order
-from gateway.proxy.sse import SSEParser
+from gateway.proxy.sse import SSEParser, parse_event
 from governance.engine import Admission, Governor, presented_key
 from governance.ledger import Usage as LedgerUsage
 from governance.sink import UsageEvent
@@ -94,6 +94,8 @@ GATEWAY_FIELDS = ("fallbacks",)
 SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                (b"x-accel-buffering", b"no"))
 SSE_SET_HEADERS = frozenset({b"content-type", b"cache-control", b"x-accel-buffering"})
+# Content events of a pass-through stream kept for counting their text later, at most.
+UNCOUNTED_MAX_BYTES = 256 * 1024
 ROUTE_HEADERS_CACHE_MAX = 10_000
 MAX_FALLBACKS = 10
 
@@ -863,10 +865,47 @@ class StreamRelay:
         self.output: list[bytes] = []
         self.done = False
         self._finished_translation = False
+        # OpenAI events passed through: only those that may carry usage or end the stream
+        # are parsed as they pass; the text of the others is counted only when a stream
+        # ends without usage (rare), from the events kept here (up to a bound).
+        self.passthrough = (not self.anthropic_upstream and self.to_chat is None
+                            and self.to_messages is None)
+        self._uncounted: list[bytes] = []
+        self._uncounted_bytes = 0
 
     def feed(self, chunk: bytes) -> None:
-        for raw, event, data in self.parser.feed(chunk):
-            self._event(raw, event, data)
+        if not self.passthrough:
+            for raw, event, data in self.parser.feed(chunk):
+                self._event(raw, event, data)
+            return
+        for raw in self.parser.feed_raw(chunk):
+            if raw.startswith(b"data:") and b"[DONE]" not in raw and (
+                    b'"usage"' not in raw or b'"usage":null' in raw
+                    or b'"usage": null' in raw):
+                self.output.append(raw)  # a content event: forwarded as it is
+                self._uncounted.append(raw)
+                self._uncounted_bytes += len(raw)
+                if self._uncounted_bytes > UNCOUNTED_MAX_BYTES:
+                    self._count_uncounted()
+                continue
+            parsed = parse_event(raw)
+            if parsed is not None:
+                self._event(raw, parsed[0], parsed[1])
+
+    def _count_uncounted(self) -> None:
+        """Count the text of the content events passed through without parsing."""
+        for raw in self._uncounted:
+            parsed = parse_event(raw)
+            if parsed is None or not parsed[1]:
+                continue
+            try:
+                payload = orjson.loads(parsed[1])
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(payload, dict):
+                self._read_openai(payload)
+        self._uncounted.clear()
+        self._uncounted_bytes = 0
 
     def end(self) -> None:
         for raw, event, data in self.parser.flush():
@@ -963,6 +1002,8 @@ class StreamRelay:
         usage = self.usage
         if usage is not None and usage.output_tokens:
             return usage
+        self._count_uncounted()
+        usage = self.usage
         completion = estimate_tokens(self.text_chars)
         prompt = usage.input_tokens if usage is not None and usage.input_tokens else prompt_estimate
         return Usage(input_tokens=prompt,

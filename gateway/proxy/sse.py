@@ -17,6 +17,14 @@ class SSEParser:
         self._buffer = b""
 
     def feed(self, data: bytes) -> Iterator[tuple[bytes, str | None, str]]:
+        for raw in self.feed_raw(data):
+            event = parse_event(raw)
+            if event is not None:
+                yield raw, event[0], event[1]
+
+    def feed_raw(self, data: bytes) -> Iterator[bytes]:
+        """The complete event blocks in ``data`` (and what came before), unparsed, each
+        ending with a blank line; comment-only blocks included."""
         buffer = self._buffer + data
         held = b""
         if buffer.endswith(b"\r"):  # maybe half of a CRLF split across reads
@@ -28,9 +36,7 @@ class SSEParser:
             if index < 0:
                 break
             raw, buffer = buffer[:index + 2], buffer[index + 2:]
-            event = parse_event(raw)
-            if event is not None:
-                yield raw, event[0], event[1]
+            yield raw
         self._buffer = buffer + held
 
     def flush(self) -> Iterator[tuple[bytes, str | None, str]]:

@@ -296,3 +296,57 @@ def test_inference_prefixes_go_to_the_data_plane_and_the_rest_to_django(path, in
     from gateway.asgi import InferencePrefixRouter
 
     assert InferencePrefixRouter(None, None).is_inference(path) is inference
+
+
+def _relay(include_usage: bool):
+    from gateway.proxy.app import Call, StreamRelay
+
+    body = {"model": "m", "messages": [], "stream": True}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    call = Call(scope={}, receive=None, send=None, started=0.0, request_id="r", ledger_id="r",
+                headers={}, operation="chat", dialect="openai", base_headers=[], body=body)
+    return StreamRelay(call, "openai")
+
+
+def _chunk(text: str, usage: object = None) -> bytes:
+    import orjson
+
+    return b"data: " + orjson.dumps({"object": "chat.completion.chunk", "choices": [
+        {"index": 0, "delta": {"content": text}}], "usage": usage}) + b"\n\n"
+
+
+@pytest.mark.parametrize("split", [1, 7, 10_000])
+def test_a_passed_through_stream_is_forwarded_unchanged_and_its_text_counted(split):
+    texts = ["Hello", ' "usage": {"x": 1} ', "[DONE] is text here", "é" * 10]
+    events = [_chunk(text) for text in texts] + [b": keep-alive\n\n"]
+    usage_chunk = (b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9,'
+                   b'"total_tokens":12}}\n\n')
+    stream = b"".join(events) + usage_chunk + b"data: [DONE]\n\n"
+    for include_usage in (False, True):
+        relay = _relay(include_usage)
+        for start in range(0, len(stream), split):
+            relay.feed(stream[start:start + split])
+        relay.end()
+        forwarded = b"".join(events[:-1]) + (usage_chunk if include_usage else b"")
+        assert relay.take() == forwarded + b"data: [DONE]\n\n"  # comment dropped
+        assert (relay.usage_or_estimate(1).input_tokens,
+                relay.usage_or_estimate(1).output_tokens) == (3, 9)
+
+    cut = _relay(False)  # a stream that stops before any usage: counted from the text
+    cut.feed(b"".join(events))
+    expected_chars = sum(len(text) for text in texts)
+    assert cut.usage_or_estimate(5).output_tokens == (expected_chars + 3) // 4
+    assert cut.usage_or_estimate(5).input_tokens == 5
+
+
+def test_uncounted_stream_text_is_bounded_in_memory():
+    from gateway.proxy.app import UNCOUNTED_MAX_BYTES
+
+    relay = _relay(False)
+    event = _chunk("x" * 1000)
+    count = 3 * UNCOUNTED_MAX_BYTES // len(event)
+    for _ in range(count):
+        relay.feed(event)
+        assert relay._uncounted_bytes <= UNCOUNTED_MAX_BYTES
+    assert relay.usage_or_estimate(0).output_tokens == (count * 1000 + 3) // 4
