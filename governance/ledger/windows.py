@@ -44,6 +44,10 @@ class Window:
     def __hash__(self) -> int:
         return self._hash  # type: ignore[attr-defined,no-any-return]
 
+    def __reduce__(self) -> tuple[type[Window], tuple[Duration, bool, float, float | None]]:
+        # Rebuilt through __init__, so the cached hash is this process's own.
+        return (Window, (self.duration, self.calendar_aligned, self.anchor, self.reset_marker))
+
 
 def lattice_bounds(window: Window, now: float) -> tuple[float, float]:
     """The window containing ``now`` ignoring any reset marker."""

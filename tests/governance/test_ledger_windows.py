@@ -97,3 +97,25 @@ def test_cached_window_slot_matches_key_and_bounds(duration, aligned, anchor, of
     for offset in sorted(offsets):  # the cache is reused across calls
         now = anchor + offset
         assert window_slot(window, now) == (window_key(window, now), *window_bounds(window, now))
+
+
+def test_windows_hash_by_value_and_survive_a_round_trip_through_another_process() -> None:
+    import dataclasses
+    import pickle
+    import subprocess
+    import sys
+
+    window = Window(parse_duration("1d"), calendar_aligned=True, anchor=5.0)
+    same = Window(parse_duration("1d"), calendar_aligned=True, anchor=5.0)
+    assert window == same and hash(window) == hash(same) and len({window, same}) == 1
+    moved = dataclasses.replace(window, reset_marker=10.0)
+    assert moved != window and moved.reset_marker == 10.0
+    # Another interpreter hashes strings with another seed: its hash must be recomputed.
+    check = ("import pickle, sys; w = pickle.loads(sys.stdin.buffer.read()); "
+             "from governance.ledger.windows import Window; "
+             "from governance.durations import parse_duration; "
+             "assert {w: 1}[Window(parse_duration('1d'), True, 5.0)] == 1")
+    completed = subprocess.run([sys.executable, "-c", check], input=pickle.dumps(window),
+                               capture_output=True, env={"PYTHONHASHSEED": "123",
+                                                         "PYTHONPATH": "."}, check=False)
+    assert completed.returncode == 0, completed.stderr.decode()
