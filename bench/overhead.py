@@ -8,8 +8,8 @@ so their figures move by a third from run to run. This one drives the ASGI appli
 benchmark's seed, the embedded usage flush) directly with ASGI messages, and answers every
 upstream call from a canned in-memory response instead of a socket. What is left is the
 Python work the gateway adds, measured as process CPU (all threads: the flush included) per
-request, beside a baseline: a bare ASGI app doing what ``bench/passthrough.py`` does around
-the same canned upstream. The requests run in ten rounds; the median round and the fastest
+request, beside a baseline: ``bench/passthrough.py``'s bare ASGI app around the same canned
+upstream. The requests run in ten rounds; the median round and the fastest
 (the least disturbed by other processes on the machine) are printed. ``--profile`` prints
 the cProfile top of the gateway run (``PROFILE_SORT=cumulative``, ``PROFILE_TOP=80``).
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import os
 import pstats
@@ -28,11 +29,13 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from bench.passthrough import Passthrough
 
 MOCK_URL = "http://upstream.invalid"
 PROMPT = [{"role": "user", "content": "Say hello in one short sentence."}]
@@ -61,8 +64,9 @@ class CannedContent:
     async def readany(self) -> bytes:
         return self._chunks.pop(0) if self._chunks else b""
 
-    def at_eof(self) -> bool:
-        return not self._chunks
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        while self._chunks:
+            yield self._chunks.pop(0)
 
 
 class CannedResponse:
@@ -70,9 +74,9 @@ class CannedResponse:
 
     def __init__(self, stream: bool) -> None:
         self.status = 200
-        content_type = "text/event-stream" if stream else "application/json"
+        self.content_type = "text/event-stream" if stream else "application/json"
         self.headers = CIMultiDictProxy(CIMultiDict(
-            [("content-type", content_type), *UPSTREAM_HEADERS[1:]]))
+            [("content-type", self.content_type), *UPSTREAM_HEADERS[1:]]))
         self.raw_headers = tuple((name.encode(), value.encode())
                                  for name, value in self.headers.items())
         self.content = CannedContent(STREAM_CHUNKS if stream else [CHAT_RESPONSE])
@@ -93,22 +97,22 @@ class CannedSession:
     """Stands in for the pooled ``aiohttp.ClientSession``: every call gets a canned answer
     after one event-loop turn (as a socket read would take)."""
 
-    def __init__(self) -> None:
-        self.calls = 0
-
     async def post(self, url: str, *, data: bytes, headers: Any, timeout: Any = None
                    ) -> CannedResponse:
-        self.calls += 1
         await asyncio.sleep(0)
         return CannedResponse(b'"stream":true' in data)
 
-    request = post
+    @contextlib.asynccontextmanager
+    async def request(self, method: str, url: str, *, data: bytes,
+                      headers: Any) -> AsyncIterator[CannedResponse]:
+        response = await self.post(url, data=data, headers=headers)
+        try:
+            yield response
+        finally:
+            response.release()
 
     async def close(self) -> None:
         pass
-
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def scope_for(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
@@ -156,36 +160,11 @@ async def drive(app: Callable[..., Awaitable[None]], body: bytes,
     return failures
 
 
-class Baseline:
-    """What ``bench/passthrough.py`` does per request, around the same canned upstream."""
-
-    def __init__(self) -> None:
-        self.session = CannedSession()
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
-        headers = {name.decode("latin-1"): value.decode("latin-1")
-                   for name, value in scope["headers"] if name != b"host"}
-        response = await self.session.post(MOCK_URL + scope["path"], data=body,
-                                           headers=headers)
-        if response.headers.get("content-type", "").startswith("text/event-stream"):
-            await send({"type": "http.response.start", "status": response.status,
-                        "headers": list(response.raw_headers)})
-            while chunk := await response.content.readany():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-        else:
-            payload = await response.read()
-            await send({"type": "http.response.start", "status": response.status,
-                        "headers": list(response.raw_headers)})
-            await send({"type": "http.response.body", "body": payload})
-        response.release()
+def baseline_app() -> Any:
+    """``bench/passthrough.py``'s application itself, around the same canned upstream."""
+    app = Passthrough(MOCK_URL)
+    app.session = CannedSession()  # type: ignore[assignment]
+    return app
 
 
 def measure(label: str, app: Any, body: bytes, headers: list[tuple[bytes, bytes]],
@@ -258,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     loop.run_until_complete(session.close())
     print(f"{args.requests} requests, {args.concurrency} at a time, "
           f"{'stream' if args.stream else 'non-stream'}")
-    baseline = measure("baseline", Baseline(), body, headers, args.requests, args.concurrency)
+    baseline = measure("baseline", baseline_app(), body, headers, args.requests, args.concurrency)
     gateway = measure("gateway", application, body, headers, args.requests, args.concurrency,
                       args.profile)
     print(f"added by the gateway: median {gateway[0] - baseline[0]:.1f}, "
