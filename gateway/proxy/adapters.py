@@ -131,12 +131,9 @@ def prompt_length(body: Mapping[str, Any]) -> int:
             for item in value:
                 walk(item, depth + 1)
         elif isinstance(value, dict):
-            for key in ("content", "text", "system", "input", "prompt", "arguments"):
+            for key in ("content", "text", "system", "input", "prompt", "arguments", "messages"):
                 if key in value:
                     walk(value[key], depth + 1)
-            for part in ("messages",):
-                if part in value:
-                    walk(value[part], depth + 1)
 
     walk({key: body[key] for key in ("messages", "system", "prompt", "input") if key in body})
     return total

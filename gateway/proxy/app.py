@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 import aiohttp
 import orjson
@@ -63,7 +64,6 @@ from gateway.proxy.http import (
     read_body,
     request_headers,
     request_id_from,
-    send_raw_response,
     send_response,
 )
 from gateway.proxy.resolve import RouteStats, resolve, weighted_order
@@ -186,7 +186,7 @@ class Call:
     headers: dict[str, str]
     operation: str
     dialect: str
-    base_headers: list[tuple[str, str]]
+    base_headers: list[tuple[bytes, bytes]]  # on every response: request id, CORS
     body: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     request_type: str = ""
@@ -309,7 +309,7 @@ class InferenceApp:
         state = self.state
         origin = headers.get("origin")
         cors_headers = state.cors.headers(origin) if state is not None and origin else []
-        base_headers = [("x-request-id", request_id), *cors_headers]
+        base_headers = encode_headers([("x-request-id", request_id), *cors_headers])
         call = Call(scope=scope, receive=receive, send=send, started=started,
                     request_id=request_id,
                     ledger_id=request_id if request_id != headers.get("x-request-id")
@@ -341,16 +341,12 @@ class InferenceApp:
 
     async def _send_error(self, call: Call, error: GatewayError) -> None:
         call.response_started = True
-        headers = [*call.base_headers, *error_headers(error), self._overhead(call)]
+        headers = [*call.base_headers, *encode_headers(error_headers(error)),
+                   self._overhead(call)]
         await send_response(call.send, error.status_code, error_body(error, call.dialect), headers)
 
     @staticmethod
-    def _overhead(call: Call) -> tuple[str, str]:
-        total_ms = (time.perf_counter() - call.started) * 1000
-        return ("x-gateway-overhead-ms", f"{max(total_ms - call.upstream_ms, 0.0):.3f}")
-
-    @staticmethod
-    def _raw_overhead(call: Call) -> tuple[bytes, bytes]:
+    def _overhead(call: Call) -> tuple[bytes, bytes]:
         total_ms = (time.perf_counter() - call.started) * 1000
         return (b"x-gateway-overhead-ms", b"%.3f" % max(total_ms - call.upstream_ms, 0.0))
 
@@ -414,6 +410,7 @@ class InferenceApp:
             request_fallbacks=call.body.get("fallbacks") or ())
         call.rule_id, call.rule_name = resolution.rule_id, resolution.rule_name
         call.prompt_tokens_estimate = estimate_tokens(prompt_length(call.body))
+        max_tokens = call.body.get("max_tokens") or call.body.get("max_completion_tokens")
         denial: LimitExceeded | None = None
         failure: Failure | None = None
         last: tuple[Any, Any, Admission, int] | None = None
@@ -430,7 +427,6 @@ class InferenceApp:
                     raise
                 continue
             limits = governor.limits_for(snapshot, key, candidate.provider, candidate.model)
-            max_tokens = call.body.get("max_tokens") or call.body.get("max_completion_tokens")
             reservation = governor.reservation(
                 snapshot.pricer, provider=candidate.provider, model=candidate.model,
                 request_type=base_type, prompt_tokens=call.prompt_tokens_estimate,
@@ -487,9 +483,9 @@ class InferenceApp:
             status, body, upstream_headers = failure.response
             headers = self._raw_headers(call, state, candidate, index, None)
             headers += forwarded_headers(upstream_headers)
-            headers.append(self._raw_overhead(call))
+            headers.append(self._overhead(call))
             call.response_started = True
-            await send_raw_response(call.send, status, body, headers)
+            await send_response(call.send, status, body, headers)
         else:
             error = failure.error
             await self._send_error(call, error)
@@ -640,7 +636,7 @@ class InferenceApp:
                      admission: Admission | None) -> list[tuple[bytes, bytes]]:
         """The headers every answer from a provider carries: the request id (and CORS),
         the route taken and, when admitted, the key's rate limits."""
-        raw = encode_headers(call.base_headers)
+        raw = [*call.base_headers]
         raw += state.route_headers(candidate.provider, candidate.model, index, call.rule_name)
         if admission is not None:
             raw += encode_headers(state.runtime.governor.rate_limit_headers(admission))
@@ -688,9 +684,9 @@ class InferenceApp:
         headers = self._raw_headers(call, state, candidate, index, admission)
         headers.append((b"x-gateway-cost-usd", _dollars(cost[0]).encode()))
         headers += forwarded_headers(response.raw_headers)
-        headers.append(self._raw_overhead(call))
+        headers.append(self._overhead(call))
         call.response_started = True
-        await send_raw_response(call.send, 200, payload, headers)
+        await send_response(call.send, 200, payload, headers)
         await self._settle(call, state, candidate, index, key, admission, usage, cost,
                            status=200, error_type="")
         return None
@@ -780,7 +776,7 @@ class InferenceApp:
         headers = self._raw_headers(call, state, candidate, index, admission)
         headers += forwarded_headers(response.raw_headers, SSE_SET_HEADERS)
         headers += SSE_HEADERS
-        headers.append(self._raw_overhead(call))
+        headers.append(self._overhead(call))
         call.response_started = True
         status, error_type = 200, ""
         disconnected = asyncio.Event()
@@ -866,8 +862,9 @@ class StreamRelay:
         self.done = False
         self._finished_translation = False
         # OpenAI events passed through: only those that may carry usage or end the stream
-        # are parsed as they pass; the text of the others is counted only when a stream
-        # ends without usage (rare), from the events kept here (up to a bound).
+        # are parsed as they pass. The text of the others is counted when the stream ends
+        # without usage (rare: the gateway always asks for it), from the events kept here,
+        # or in 256 KB batches as they go beyond that (long streams are parsed after all).
         self.passthrough = (not self.anthropic_upstream and self.to_chat is None
                             and self.to_messages is None)
         self._uncounted: list[bytes] = []
@@ -1038,6 +1035,4 @@ def _query(scope: dict[str, Any]) -> dict[str, str]:
     raw = scope.get("query_string") or b""
     if not raw:
         return {}
-    from urllib.parse import parse_qsl
-
     return dict(parse_qsl(raw.decode("latin-1")))

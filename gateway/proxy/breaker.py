@@ -46,11 +46,6 @@ class Breaker:
         self.probe_in_flight = True
         return True
 
-    def available(self, now: float) -> bool:
-        """Like :meth:`allow` but without claiming anything (for choosing keys)."""
-        state = self.state(now)
-        return state is State.CLOSED or (state is State.HALF_OPEN and not self.probe_in_flight)
-
     def success(self) -> None:
         self.failures = 0
         self.opened_at = None
@@ -85,7 +80,3 @@ class Breakers:
             breaker.failure_threshold = failure_threshold
             breaker.open_seconds = open_seconds
         return breaker
-
-    def states(self) -> dict[str, State]:
-        now = self.clock()
-        return {key_id: breaker.state(now) for key_id, breaker in self._by_key.items()}

@@ -100,15 +100,8 @@ def encode_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, byte
 
 
 async def send_response(send: Send, status: int, body: bytes,
-                        headers: Iterable[tuple[str, str]],
-                        content_type: str = "application/json") -> None:
-    await send_raw_response(send, status, body, encode_headers(headers),
-                            content_type.encode("latin-1"))
-
-
-async def send_raw_response(send: Send, status: int, body: bytes,
-                            raw_headers: list[tuple[bytes, bytes]],
-                            content_type: bytes = b"application/json") -> None:
+                        raw_headers: list[tuple[bytes, bytes]],
+                        content_type: bytes = b"application/json") -> None:
     """Answer with ``body``; ``raw_headers`` (encoded already) get the content type and
     length appended."""
     raw_headers.append((b"content-type", content_type))

@@ -31,13 +31,14 @@ class SSEParser:
             buffer, held = buffer[:-1], b"\r"
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        start = 0
         while True:
-            index = buffer.find(b"\n\n")
+            index = buffer.find(b"\n\n", start)
             if index < 0:
                 break
-            raw, buffer = buffer[:index + 2], buffer[index + 2:]
-            yield raw
-        self._buffer = buffer + held
+            yield buffer[start:index + 2]
+            start = index + 2
+        self._buffer = buffer[start:] + held
 
     def flush(self) -> Iterator[tuple[bytes, str | None, str]]:
         """A last event the upstream did not terminate with a blank line."""
