@@ -155,6 +155,12 @@ class EffectiveRates:
     cache_write_1h: TieredRate
     request: Decimal
     tiered: bool
+    # Derived once for the data plane: the input and output base rates as floats (for
+    # reservation estimates), and the flat rates (input, cache read, cache write, cache
+    # write 1h, output, request) in whole atto-dollars (1e-18 $) for exact integer costs;
+    # None when tiered, or when one is negative or not whole.
+    estimate_rates: tuple[float, float] = (0.0, 0.0)
+    atto_rates: tuple[int, ...] | None = None
 
     @classmethod
     def from_rates(cls, rates: Rates) -> EffectiveRates:
@@ -167,11 +173,39 @@ class EffectiveRates:
             cache_write,
             rates.cache_write_1h or cache_write,
         )
+        request = _ZERO if rates.request is None else rates.request
+        tiered = any(slot.tiers for slot in slots)
         return cls(
             *slots,
-            request=_ZERO if rates.request is None else rates.request,
-            tiered=any(slot.tiers for slot in slots),
+            request=request,
+            tiered=tiered,
+            estimate_rates=(float(slots[0].base), float(slots[1].base)),
+            atto_rates=None if tiered else _whole_atto(
+                (slots[0].base, slots[2].base, slots[3].base, slots[4].base, slots[1].base,
+                 request)),
         )
+
+
+def _whole_atto(rates: tuple[Decimal, ...]) -> tuple[int, ...] | None:
+    """``rates`` in atto-dollars when every one is whole and not negative, else None."""
+    values = []
+    for rate in rates:
+        scaled = Decimal(rate).scaleb(18, _CONTEXT)
+        if scaled < 0 or scaled != scaled.to_integral_value(context=_CONTEXT):
+            return None
+        values.append(int(scaled))
+    return tuple(values)
+
+
+def _clamped(usage: Usage) -> tuple[int, int, int, int, int]:
+    """(input, cached read, cache write, of which 1 h, output) tokens, each clamped: cached
+    counts never exceed the input, nothing is negative."""
+    input_tokens = usage.input_tokens if usage.input_tokens > 0 else 0
+    cached_read = min(max(usage.cached_read_tokens, 0), input_tokens)
+    cache_write = min(max(usage.cache_write_tokens, 0), input_tokens - cached_read)
+    cache_write_1h = min(max(usage.cache_write_1h_tokens, 0), cache_write)
+    output_tokens = usage.output_tokens if usage.output_tokens > 0 else 0
+    return input_tokens, cached_read, cache_write, cache_write_1h, output_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,8 +325,6 @@ class Pricer:
         self._clock = clock
         self._max_cached = max_cached
         self._cache: dict[tuple[Any, ...], ResolvedPrice] = {}
-        self._float_rates: dict[int, tuple[EffectiveRates, float, float]] = {}
-        self._atto: dict[int, tuple[EffectiveRates, tuple[int, ...] | None]] = {}
         self._virtual_key_ids = self._overrides.virtual_key_ids
         self._provider_key_ids = self._overrides.provider_key_ids
 
@@ -345,13 +377,7 @@ class Pricer:
             input_rate = float(rates.input.rate_for(input_tokens))
             output_rate = float(rates.output.rate_for(input_tokens))
         else:
-            cached = self._float_rates.get(id(rates))
-            if cached is None or cached[0] is not rates:
-                cached = (rates, float(rates.input.base), float(rates.output.base))
-                if len(self._float_rates) >= self._max_cached:
-                    self._float_rates.clear()
-                self._float_rates[id(rates)] = cached
-            input_rate, output_rate = cached[1], cached[2]
+            input_rate, output_rate = rates.estimate_rates
         dollars = input_rate * max(input_tokens, 0) + output_rate * max(output_tokens, 0)
         return int(dollars * 1e9) + int(rates.request * 1_000_000_000) + 1
 
@@ -360,8 +386,8 @@ class Pricer:
         """``(quote(...).total_nanos, quote(...).priced)`` for the data plane, which needs
         nothing else. Exact integer arithmetic when every flat rate is a whole number of
         atto-dollars (1e-18 $) per token and none is negative, as real prices are: the same
-        result as :meth:`quote`'s decimals, in a fraction of the time. Tiered or other rates
-        go through :meth:`quote`."""
+        result as :meth:`quote`'s decimals, in a fraction of the time. Other rates take the
+        quote's own decimal arithmetic."""
         resolved = self.resolve(provider, model, request_type, virtual_key_id, provider_key_id)
         rates = resolved.rates
         if resolved.conditional:
@@ -369,14 +395,10 @@ class Pricer:
         if rates is None:
             self.unpriced.increment(provider, model)
             return 0, False
-        atto = None if rates.tiered else self._atto_rates(rates)
+        atto = rates.atto_rates
         if atto is None:
             return _breakdown(usage, rates, resolved).total_nanos, True
-        input_tokens = usage.input_tokens if usage.input_tokens > 0 else 0
-        cached_read = min(max(usage.cached_read_tokens, 0), input_tokens)
-        cache_write = min(max(usage.cache_write_tokens, 0), input_tokens - cached_read)
-        cache_write_1h = min(max(usage.cache_write_1h_tokens, 0), cache_write)
-        output_tokens = usage.output_tokens if usage.output_tokens > 0 else 0
+        input_tokens, cached_read, cache_write, cache_write_1h, output_tokens = _clamped(usage)
         input_rate, read_rate, write_rate, write_1h_rate, output_rate, request = atto
         total_atto = (input_rate * (input_tokens - cached_read - cache_write)
                       + read_rate * cached_read
@@ -384,26 +406,6 @@ class Pricer:
                       + write_1h_rate * cache_write_1h
                       + output_rate * output_tokens + request)
         return (total_atto + ATTO_PER_NANO // 2) // ATTO_PER_NANO, True  # half up, as quote
-
-    def _atto_rates(self, rates: EffectiveRates) -> tuple[int, ...] | None:
-        """The flat rates (input, cache read, cache write, cache write 1h, output, request)
-        in whole atto-dollars, or None when one is not whole or is negative; per rates."""
-        cached = self._atto.get(id(rates))
-        if cached is not None and cached[0] is rates:
-            return cached[1]
-        values = []
-        for rate in (rates.input.base, rates.cache_read.base, rates.cache_write.base,
-                     rates.cache_write_1h.base, rates.output.base, rates.request):
-            scaled = Decimal(rate).scaleb(18, _CONTEXT)
-            if scaled < 0 or scaled != scaled.to_integral_value(context=_CONTEXT):
-                values = None
-                break
-            values.append(int(scaled))
-        result = tuple(values) if values is not None else None
-        if len(self._atto) >= self._max_cached:
-            self._atto.clear()
-        self._atto[id(rates)] = (rates, result)
-        return result
 
     def quote(
         self,
@@ -514,11 +516,7 @@ def _catalog_provider(catalog: PriceCatalog, provider: ProviderPricing) -> str |
 
 
 def _breakdown(usage: Usage, rates: EffectiveRates, resolved: ResolvedPrice) -> CostBreakdown:
-    input_tokens = usage.input_tokens if usage.input_tokens > 0 else 0
-    cached_read = min(max(usage.cached_read_tokens, 0), input_tokens)
-    cache_write = min(max(usage.cache_write_tokens, 0), input_tokens - cached_read)
-    cache_write_1h = min(max(usage.cache_write_1h_tokens, 0), cache_write)
-    output_tokens = usage.output_tokens if usage.output_tokens > 0 else 0
+    input_tokens, cached_read, cache_write, cache_write_1h, output_tokens = _clamped(usage)
 
     if rates.tiered:
         input_rate = rates.input.rate_for(input_tokens)
