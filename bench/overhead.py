@@ -11,7 +11,8 @@ Python work the gateway adds, measured as process CPU (all threads: the flush in
 request, beside a baseline: ``bench/passthrough.py``'s bare ASGI app around the same canned
 upstream. The requests run in ten rounds; the median round and the fastest
 (the least disturbed by other processes on the machine) are printed. ``--profile`` prints
-the cProfile top of the gateway run (``PROFILE_SORT=cumulative``, ``PROFILE_TOP=80``).
+the cProfile top of the gateway run: 45 lines by own time; ``PROFILE_SORT=cumulative`` and
+``PROFILE_TOP=80`` change that.
 
 It is a development tool for the data plane's hot path; ``bench/proxy.py`` remains the
 measurement the goals are stated in.
@@ -53,7 +54,7 @@ STREAM_CHUNKS = [
     b'"choices":[],"usage":{"prompt_tokens":8,"completion_tokens":8,"total_tokens":16}}\n\n',
     b"data: [DONE]\n\n",
 ]
-UPSTREAM_HEADERS = (("content-type", "application/json"), ("x-request-id", "req-1"),
+UPSTREAM_HEADERS = (("x-request-id", "req-1"),
                     ("openai-processing-ms", "1"), ("date", "Mon, 23 Nov 2026 00:00:00 GMT"))
 
 
@@ -76,7 +77,7 @@ class CannedResponse:
         self.status = 200
         self.content_type = "text/event-stream" if stream else "application/json"
         self.headers = CIMultiDictProxy(CIMultiDict(
-            [("content-type", self.content_type), *UPSTREAM_HEADERS[1:]]))
+            [("content-type", self.content_type), *UPSTREAM_HEADERS]))
         self.raw_headers = tuple((name.encode(), value.encode())
                                  for name, value in self.headers.items())
         self.content = CannedContent(STREAM_CHUNKS if stream else [CHAT_RESPONSE])

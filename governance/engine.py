@@ -19,7 +19,6 @@ revoked key on an over-budget team gets 403, not 402.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -67,10 +66,6 @@ LIMITS_CACHE_MAX = 50_000  # (key, provider, model) combinations kept per snapsh
 NANOS_PER_DOLLAR = Decimal(1_000_000_000)
 # Headers that may carry a virtual key, in the order they are looked at.
 KEY_HEADERS = ("x-bf-vk", "authorization", "x-api-key", "api-key", "x-goog-api-key")
-
-
-# Hashing the same few secrets on every request: remember the last few thousand.
-secret_digest = functools.lru_cache(maxsize=4096)(digest)
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -179,7 +174,7 @@ class Governor:
             if self.require_virtual_key:
                 raise VirtualKeyRequired()
             return None
-        key = snapshot.keys_by_hash.get(secret_digest(secret))  # type: ignore[attr-defined]
+        key = snapshot.keys_by_hash.get(digest(secret))  # type: ignore[attr-defined]
         if key is None:
             raise VirtualKeyNotFound()
         if not key.is_active:
@@ -352,9 +347,6 @@ class UsageView:
 
     def replace(self, used: Mapping[str, int]) -> None:
         self._used = dict(used)
-
-    def get(self, limit_id: str) -> int:
-        return self._used.get(limit_id, 0)
 
     def capacity(self, limits: tuple[Limit, ...]) -> Capacity:
         used = self._used

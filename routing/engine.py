@@ -306,7 +306,7 @@ class _Step:
             if name == "headers":
                 values = _lowered(context.headers, context.headers_lowercase)
             elif name == "params":
-                values = _lowered(context.query_params, not context.query_params)
+                values = _lowered(context.query_params, False)
             else:
                 return None
             maps[name] = values
@@ -362,18 +362,24 @@ class _ChainPlan:
     """A scope chain with what its rules read, as one reader per value (None when a rule
     is not memoisable), and its memo: those values -> the winning rule (or None)."""
 
-    __slots__ = ("chain", "memo", "readers", "reads")
+    __slots__ = ("chain", "memo", "readers")
 
     def __init__(self, chain: tuple[tuple[str, str], ...],
                  reads: tuple[tuple[str, str | None], ...] | None) -> None:
         self.chain = chain
-        self.reads = reads
         self.readers = None if reads is None else tuple(_reader(name, key)
                                                         for name, key in reads)
         self.memo: dict[tuple[Any, ...], Rule | None] = {}
 
     def values(self, step: _Step) -> tuple[Any, ...]:
         return tuple([read(step) for read in self.readers])  # type: ignore[union-attr]
+
+
+def _decision(rule: Rule, target: Any, provider: str, model: str) -> RoutingDecision:
+    """Where ``rule``'s chosen ``target`` sends a request for ``provider``/``model``."""
+    return RoutingDecision(provider=target.provider or provider, model=target.model or model,
+                           key_id=target.key_id or "", fallbacks=rule.fallbacks,
+                           rule_id=rule.id, rule_name=rule.name)
 
 
 def _reader(name: str, key: str | None) -> Callable[[_Step], Any]:
@@ -498,10 +504,7 @@ class RoutingEngine:
                 return None
             target = select_weighted_target(winner.targets, self.rng)
             assert target is not None  # the memoised winner had a usable target
-            return winner, RoutingDecision(
-                provider=target.provider or provider, model=target.model or model,
-                key_id=target.key_id or "", fallbacks=winner.fallbacks,
-                rule_id=winner.id, rule_name=winner.name)
+            return winner, _decision(winner, target, provider, model)
         return self._scan(chain, variables, provider, model, step, entries, log)
 
     def _scan(self, chain: tuple[tuple[str, str], ...], variables: Any, provider: str,
@@ -516,14 +519,7 @@ class RoutingEngine:
                     if target is None:
                         outcome, detail = Outcome.NO_TARGETS, "empty or all-negative weights"
                     else:
-                        decision = RoutingDecision(
-                            provider=target.provider or provider,
-                            model=target.model or model,
-                            key_id=target.key_id or "",
-                            fallbacks=rule.fallbacks,
-                            rule_id=rule.id,
-                            rule_name=rule.name,
-                        )
+                        decision = _decision(rule, target, provider, model)
                         detail = (f"selected target (weight={target.weight:.2f}): "
                                   f"provider={decision.provider}, model={decision.model}"
                                   + (f", key={decision.key_id}" if decision.key_id else "")

@@ -69,6 +69,7 @@ from gateway.proxy.http import (
 from gateway.proxy.resolve import RouteStats, resolve, weighted_order
 from gateway.proxy.sse import SSEParser, parse_event
 from governance.engine import Admission, Governor, presented_key
+from governance.ledger import Reservation
 from governance.ledger import Usage as LedgerUsage
 from governance.sink import UsageEvent
 from pricing.cost import Usage
@@ -98,6 +99,7 @@ SSE_SET_HEADERS = frozenset({b"content-type", b"cache-control", b"x-accel-buffer
 UNCOUNTED_MAX_BYTES = 256 * 1024
 ROUTE_HEADERS_CACHE_MAX = 10_000
 MAX_FALLBACKS = 10
+NOTHING = Reservation()  # what a request with no limits reserves
 
 
 def _fail(field_name: str, problem: str) -> BadRequest:
@@ -427,11 +429,11 @@ class InferenceApp:
                     raise
                 continue
             limits = governor.limits_for(snapshot, key, candidate.provider, candidate.model)
-            reservation = governor.reservation(
+            reservation = governor.reservation(  # the estimate matters only to limits
                 snapshot.pricer, provider=candidate.provider, model=candidate.model,
                 request_type=base_type, prompt_tokens=call.prompt_tokens_estimate,
                 max_output_tokens=0 if call.operation == "embeddings" else max_tokens,
-                virtual_key_id=key.id if key is not None else None)
+                virtual_key_id=key.id if key is not None else None) if limits else NOTHING
             admission_id = call.ledger_id if index == 0 else f"{call.ledger_id}#{index}"
             try:
                 admission = await governor.admit(admission_id, limits, reservation)

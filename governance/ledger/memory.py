@@ -99,20 +99,14 @@ class MemoryLedger(Ledger):
                     reservation: Reservation) -> Admitted | Denied:
         with self._lock:
             now = self.clock()
-            if now >= self._next_purge:
-                self._purge(now)
+            self._purge(now)
             if request_id in self._records:
                 return Admitted()  # a repeated admit never reserves twice
-            counters, slots = self._counters, self._slots
+            counters = self._counters
             planned: list[tuple[Limit, str, float, int]] = []
             violations: list[tuple[Limit, int]] = []
             for limit in limits:
-                cached = slots.get(limit.id)
-                if cached is not None and cached[0] is limit.window \
-                        and cached[1] <= now < cached[2]:
-                    key, expires_at = cached[3], cached[4]
-                else:
-                    key, expires_at = self._key(limit, now)
+                key, expires_at = self._key(limit, now)
                 used = self._used(limit.metric, key, now)
                 if exceeds(limit.metric, used, limit.maximum):
                     violations.append((limit, used))
