@@ -137,6 +137,15 @@ def _dedupe(groups: Iterable[Iterable[Limit]]) -> tuple[Limit, ...]:
     return tuple(limits)
 
 
+# (limit id, metric, maximum) of the limits that take part in capacity.
+CapacityPlan = tuple[tuple[str, Metric, int], ...]
+
+
+def capacity_plan(limits: Iterable[Limit]) -> CapacityPlan:
+    return tuple((limit.id, limit.metric, limit.maximum) for limit in limits
+                 if limit.maximum > 0 and limit.metric in (COST, TOKENS, REQUESTS))
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
     """An admitted request: what to settle, and whether the ledger was bypassed (fail open)."""
@@ -163,7 +172,8 @@ class Governor:
         self.default_max_tokens = default_max_tokens
         self.clock = clock or ledger.clock
         self.usage_view = UsageView()
-        self._limits_cache: tuple[object, dict[tuple[str | None, str, str], tuple[Limit, ...]]] = (
+        self._limits_cache: tuple[object, dict[tuple[str | None, str, str],
+                                               tuple[tuple[Limit, ...], CapacityPlan]]] = (
             None, {})
 
     # -- identity and access -------------------------------------------------------------
@@ -198,20 +208,26 @@ class Governor:
 
     def limits_for(self, snapshot: object, key: object | None, provider: str,
                    model: str) -> tuple[Limit, ...]:
-        """Every limit that applies to a request, each once, outermost first. The same
-        tuple for the same key, provider and model while the snapshot stays (snapshots are
-        immutable): a request asks twice, for routing's capacity and for the ledger."""
+        """Every limit that applies to a request, each once, outermost first."""
+        return self._limits_entry(snapshot, key, provider, model)[0]
+
+    def _limits_entry(self, snapshot: object, key: object | None, provider: str,
+                      model: str) -> tuple[tuple[Limit, ...], CapacityPlan]:
+        """The limits and their capacity plan, the same objects for the same key, provider
+        and model while the snapshot stays (snapshots are immutable): a request asks twice,
+        for routing's capacity and for the ledger."""
         owner, cache = self._limits_cache
         if owner is not snapshot:
             cache = {}
             self._limits_cache = (snapshot, cache)  # one assignment: safe across threads
         cache_key = (key.id if key is not None else None, provider, model)  # type: ignore[attr-defined]
-        limits = cache.get(cache_key)
-        if limits is None:
+        entry = cache.get(cache_key)
+        if entry is None:
             if len(cache) >= LIMITS_CACHE_MAX:
                 cache.clear()
-            limits = cache[cache_key] = self._collect_limits(snapshot, key, provider, model)
-        return limits
+            limits = self._collect_limits(snapshot, key, provider, model)
+            entry = cache[cache_key] = (limits, capacity_plan(limits))
+        return entry
 
     @staticmethod
     def _collect_limits(snapshot: object, key: object | None, provider: str,
@@ -296,7 +312,7 @@ class Governor:
         view = self.usage_view
 
         def capacity(provider: str, model: str) -> Capacity:
-            return view.capacity(self.limits_for(snapshot, key, provider, model))
+            return view.capacity(self._limits_entry(snapshot, key, provider, model)[1])
 
         return capacity
 
@@ -338,8 +354,6 @@ class UsageView:
 
     def __init__(self) -> None:
         self._used: dict[str, int] = {}
-        # id(limits tuple) -> (the tuple, its plan); the tuple is kept so the id stays its own
-        self._plans: dict[int, tuple[tuple[Limit, ...], tuple[tuple[str, Metric, int], ...]]] = {}
 
     def observe(self, used: Mapping[str, int]) -> None:
         """Usage after an admit, by limit id."""
@@ -348,10 +362,11 @@ class UsageView:
     def replace(self, used: Mapping[str, int]) -> None:
         self._used = dict(used)
 
-    def capacity(self, limits: tuple[Limit, ...]) -> Capacity:
+    def capacity(self, plan: CapacityPlan) -> Capacity:
+        """The capacity of the limits of ``plan`` (:func:`capacity_plan`)."""
         used = self._used
         budget = tokens = requests = 0.0
-        for limit_id, metric, maximum in self._plan(limits):
+        for limit_id, metric, maximum in plan:
             percent = 100.0 * used.get(limit_id, 0) / maximum
             if metric is COST:
                 if percent > budget:
@@ -366,18 +381,6 @@ class UsageView:
         return Capacity(budget_used=round(budget, 2), tokens_used=round(tokens, 2),
                         request=round(requests, 2))
 
-    def _plan(self, limits: tuple[Limit, ...]) -> tuple[tuple[str, Metric, int], ...]:
-        """The limits that take part in capacity, as plain tuples; kept per limits tuple
-        (``Governor.limits_for`` hands out the same tuple for the same request shape)."""
-        entry = self._plans.get(id(limits))
-        if entry is not None and entry[0] is limits:
-            return entry[1]
-        plan = tuple((limit.id, limit.metric, limit.maximum) for limit in limits
-                     if limit.maximum > 0 and limit.metric in (COST, TOKENS, REQUESTS))
-        if len(self._plans) >= LIMITS_CACHE_MAX:
-            self._plans.clear()
-        self._plans[id(limits)] = (limits, plan)
-        return plan
 
 
 def window_reset_at(limit: Limit, now: float) -> float | None:

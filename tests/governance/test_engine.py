@@ -15,6 +15,7 @@ from gateway.secrets import digest
 from governance.engine import (
     Governor,
     UsageView,
+    capacity_plan,
     denial_error,
     describe,
     format_dollars,
@@ -294,11 +295,11 @@ def test_usage_view_capacity_percentages():
     tokens = Limit("rate:x:tokens", Metric.TOKENS, 200, Window(parse_duration("1d")), "x")
     view = UsageView()
     view.observe({budget.id: 850, tokens.id: 50})
-    limits = (budget, tokens)
-    capacity = view.capacity(limits)
+    plan = capacity_plan((budget, tokens))
+    capacity = view.capacity(plan)
     assert (capacity.budget_used, capacity.tokens_used, capacity.request) == (85.0, 25.0, 0.0)
-    view.observe({tokens.id: 150})  # the same limits again: the new usage counts
-    capacity = view.capacity(limits)
+    view.observe({tokens.id: 150})  # the same plan again: the new usage counts
+    capacity = view.capacity(plan)
     assert (capacity.budget_used, capacity.tokens_used, capacity.request) == (85.0, 75.0, 0.0)
 
 
