@@ -580,9 +580,10 @@ class InferenceApp:
             except TimeoutError:
                 call.upstream_ms += (time.perf_counter() - sent_at) * 1000
                 breaker.failure(state.breakers.clock())
-                last = Failure(UpstreamTimeout(
-                    f"Provider '{provider.name}' did not answer within "
-                    f"{provider.first_byte_timeout_ms} ms"))
+                last = Failure(UpstreamTimeout(  # connect, first byte or total: aiohttp's
+                    f"Provider '{provider.name}' did not answer in time (connect "
+                    f"{provider.connect_timeout_ms} ms, first byte "
+                    f"{provider.first_byte_timeout_ms} ms, total {provider.total_timeout_ms} ms)"))
             except (aiohttp.ClientError, OSError) as exc:
                 call.upstream_ms += (time.perf_counter() - sent_at) * 1000
                 breaker.failure(state.breakers.clock())
