@@ -160,12 +160,24 @@ def test_provider_and_model_access(world):
     assert governor.authorize(None, "anthropic", "anything") is None
 
 
-def test_revoked_key_on_an_exhausted_team_gets_403_not_402(world):
-    BudgetFactory(team=world["team"], max_limit=Decimal("0.000000001"), reset_duration="1d")
+@pytest.mark.django_db(transaction=True)
+async def test_revoked_key_on_an_exhausted_team_gets_403_not_402(world,
+                                                                 close_async_connections):
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(BudgetFactory)(team=world["team"], max_limit=Decimal("0.000000001"),
+                                       reset_duration="1d")
+    governor = Governor(MemoryLedger())
+    snap = await sync_to_async(snapshot)()
+    key = governor.authenticate(snap, SECRET)
+    await _spend(governor, snap, key, "spent", 5)
+    with pytest.raises(errors.BudgetExceeded):  # the team budget is used up ...
+        await governor.admit("next", governor.limits_for(snap, key, "openai", "gpt-4o"),
+                             Reservation(cost_nanos=1))
     world["key"].is_active = False
-    world["key"].save()
-    with pytest.raises(errors.VirtualKeyBlocked):
-        Governor(MemoryLedger()).authenticate(snapshot(), SECRET)
+    await sync_to_async(world["key"].save)()
+    with pytest.raises(errors.VirtualKeyBlocked):  # ... and the revoked key is refused first
+        governor.authenticate(await sync_to_async(snapshot)(), SECRET)
 
 
 def test_limits_cover_the_hierarchy_once(world):
@@ -361,6 +373,8 @@ async def test_switching_an_existing_budget_to_calendar_windows(world, close_asy
     snap = await sync_to_async(snapshot)()
     key = governor.authenticate(snap, SECRET)
     await _spend(governor, snap, key, "a", 4_000_000_000)
+    rolling = next(limit for limit in governor.limits_for(snap, key, "openai", "gpt-4o")
+                   if limit.id == f"budget:{budget.id}")
     budget.calendar_aligned = True
     await sync_to_async(budget.save)()
     snap = await sync_to_async(snapshot)()
@@ -372,6 +386,8 @@ async def test_switching_an_existing_budget_to_calendar_windows(world, close_asy
 
     start, end = window_bounds(limit.window, governor.ledger.clock())
     assert start % 86400 == 0 and end - start == 86400
+    assert await governor.ledger.usage(limit) == 0  # the calendar window starts empty
+    assert await governor.ledger.usage(rolling) == 4_000_000_000  # the old one is kept
 
 
 def test_a_key_without_provider_configs_may_use_nothing_p35(world):

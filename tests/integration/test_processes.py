@@ -159,8 +159,6 @@ def test_two_processes_sharing_redis_enforce_a_request_limit_exactly(
     assert statuses == {200: 10, 429: 30}, results
     assert {code for _gateway, status, code in results if status == 429} == {"request_limited"}
     assert len(mock.requests) == 10  # denied requests never reached the upstream
-    served = Counter(gateway for gateway, _status, _code in results)
-    assert served == {0: 20, 1: 20}
     live = quota(second.url, key)
     assert live["usage_source"] == "live"
     assert live["rate_limit"]["request_current_usage"] == 10
