@@ -34,6 +34,41 @@ class UnsupportedOperation(ValueError):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """How a client's operation reaches one kind of provider, decided once per candidate
+    (before it is admitted): what the provider is asked for, whether it speaks Anthropic's
+    dialect, and whether requests, responses and streams are translated on the way."""
+
+    upstream_operation: str
+    anthropic_upstream: bool
+    translated: bool
+
+
+def _exchange_table() -> dict[tuple[str, str], Exchange]:
+    table: dict[tuple[str, str], Exchange] = {
+        ("messages", "anthropic"): Exchange("messages", True, translated=False),
+        ("chat", "anthropic"): Exchange("messages", True, translated=True),
+    }
+    for kind in OPENAI_KINDS:
+        for operation in OPENAI_PATHS:
+            table[operation, kind] = Exchange(operation, False, translated=False)
+        table["messages", kind] = Exchange("chat", False, translated=True)
+    return table
+
+
+EXCHANGES = _exchange_table()
+
+
+def exchange_for(operation: str, kind: str) -> Exchange:
+    """The exchange for a client ``operation`` (chat, completions, embeddings, messages) on a
+    provider of ``kind``; :class:`UnsupportedOperation` when that provider cannot serve it."""
+    exchange = EXCHANGES.get((operation, kind))
+    if exchange is None:
+        raise UnsupportedOperation(f"Provider kind {kind} does not serve {operation}")
+    return exchange
+
+
 def upstream_request(kind: str, base_url: str, api_version: str, api_key: str,
                      operation: str, model: str, request_id: str,
                      client_headers: Mapping[str, str]) -> UpstreamRequest:
@@ -63,7 +98,8 @@ def upstream_request(kind: str, base_url: str, api_version: str, api_key: str,
     return UpstreamRequest(f"{base}/{path}", headers)
 
 
-def _int(value: Any) -> int:
+def token_count(value: Any) -> int:
+    """A token count as a provider reports it: a positive integer, anything else is 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
@@ -73,13 +109,14 @@ def openai_usage(usage: Any) -> Usage | None:
         return None
     prompt_details = usage.get("prompt_tokens_details")
     completion_details = usage.get("completion_tokens_details")
-    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
-    reasoning = (_int(completion_details.get("reasoning_tokens"))
+    cached = (token_count(prompt_details.get("cached_tokens"))
+              if isinstance(prompt_details, dict) else 0)
+    reasoning = (token_count(completion_details.get("reasoning_tokens"))
                  if isinstance(completion_details, dict) else 0)
-    prompt = _int(usage.get("prompt_tokens"))
-    completion = _int(usage.get("completion_tokens"))
+    prompt = token_count(usage.get("prompt_tokens"))
+    completion = token_count(usage.get("completion_tokens"))
     if not prompt and not completion:
-        total = _int(usage.get("total_tokens"))
+        total = token_count(usage.get("total_tokens"))
         prompt = total
     return Usage(input_tokens=prompt, cached_read_tokens=min(cached, prompt),
                  output_tokens=completion, reasoning_tokens=reasoning)
@@ -89,10 +126,10 @@ def anthropic_usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
     return Usage.from_anthropic(
-        input_tokens=_int(usage.get("input_tokens")),
-        output_tokens=_int(usage.get("output_tokens")),
-        cache_read_input_tokens=_int(usage.get("cache_read_input_tokens")),
-        cache_creation_input_tokens=_int(usage.get("cache_creation_input_tokens")),
+        input_tokens=token_count(usage.get("input_tokens")),
+        output_tokens=token_count(usage.get("output_tokens")),
+        cache_read_input_tokens=token_count(usage.get("cache_read_input_tokens")),
+        cache_creation_input_tokens=token_count(usage.get("cache_creation_input_tokens")),
     )
 
 

@@ -42,10 +42,11 @@ from gateway.errors import (
 )
 from gateway.proxy import translation
 from gateway.proxy.adapters import (
-    OPENAI_KINDS,
+    Exchange,
     UnsupportedOperation,
     anthropic_usage,
     estimate_tokens,
+    exchange_for,
     merge_usage,
     openai_usage,
     prompt_length,
@@ -428,6 +429,17 @@ class InferenceApp:
                 if index == 0:
                     raise
                 continue
+            try:  # before admitting: a candidate that cannot serve the request is skipped
+                exchange = exchange_for(call.operation, provider.kind)
+            except UnsupportedOperation as exc:  # e.g. embeddings on an Anthropic provider
+                failure = failure or Failure(BadRequest(
+                    f"'{candidate.provider}/{candidate.model}' cannot answer "
+                    f"{call.scope['path']}: {exc}"))
+                continue
+            try:
+                upstream_body = self._upstream_body(call, exchange, candidate.model)
+            except translation.TranslationError as exc:
+                raise BadRequest(str(exc)) from None
             limits = governor.limits_for(snapshot, key, candidate.provider, candidate.model)
             reservation = governor.reservation(  # the estimate matters only to limits
                 snapshot.pricer, provider=candidate.provider, model=candidate.model,
@@ -446,7 +458,7 @@ class InferenceApp:
             upstream_started = time.perf_counter()
             try:
                 outcome = await self._try_candidate(call, state, candidate, provider, config,
-                                                    admission, index)
+                                                    exchange, upstream_body, admission, index)
             except BaseException:
                 await governor.release(admission)
                 raise
@@ -514,24 +526,25 @@ class InferenceApp:
             keys.append(key)
         return keys
 
-    def _upstream_body(self, call: Call, provider: Any, model: str) -> bytes:
+    @staticmethod
+    def _upstream_body(call: Call, exchange: Exchange, model: str) -> bytes:
         body = call.body
-        if call.operation == "chat" and provider.kind == "anthropic":
-            translated = translation.chat_to_messages_request(body, model=model)
-            return orjson.dumps(translated)
-        if call.operation == "messages" and provider.kind in OPENAI_KINDS:
-            translated = translation.messages_to_chat_request(body, model=model)
+        if exchange.translated:
+            translated = (translation.chat_to_messages_request(body, model=model)
+                          if exchange.anthropic_upstream
+                          else translation.messages_to_chat_request(body, model=model))
             return orjson.dumps(translated)
         outgoing = {name: value for name, value in body.items() if name not in GATEWAY_FIELDS}
         outgoing["model"] = model
-        if call.stream and provider.kind in OPENAI_KINDS:
+        if call.stream and not exchange.anthropic_upstream:
             options = outgoing.get("stream_options")
             outgoing["stream_options"] = {**(options if isinstance(options, dict) else {}),
                                           "include_usage": True}
         return orjson.dumps(outgoing)
 
     async def _try_candidate(self, call: Call, state: ProxyState, candidate: Any, provider: Any,
-                             config: Any, admission: Admission, index: int) -> Failure | None:
+                             config: Any, exchange: Exchange, body: bytes,
+                             admission: Admission, index: int) -> Failure | None:
         keys = self._eligible_keys(provider, config, candidate)
         if not keys:
             if config is not None and not config.allow_all_keys and not config.key_ids:
@@ -540,10 +553,6 @@ class InferenceApp:
                     f"its API keys: allow all keys (key_ids [\"*\"]) or list some"))
             return Failure(NoProviderAvailable(
                 f"No enabled key of provider '{provider.name}' may serve '{candidate.model}'"))
-        try:
-            body = self._upstream_body(call, provider, candidate.model)
-        except translation.TranslationError as exc:
-            return Failure(BadRequest(str(exc)), final=True)
         ordered = weighted_order([(key, key.weight) for key in keys], state.rng)
         timeout = state.timeout_for(provider)
         rejected: set[str] = set()
@@ -563,14 +572,9 @@ class InferenceApp:
             if key is None or breaker is None:
                 return last or Failure(NoProviderAvailable(
                     f"Every key of provider '{provider.name}' has an open circuit"))
-            try:
-                request = upstream_request(provider.kind, provider.base_url, provider.api_version,
-                                           key.value, upstream_operation(call.operation,
-                                                                         provider.kind),
-                                           candidate.model, call.request_id, call.headers)
-            except UnsupportedOperation as exc:
-                breaker.cancel_probe()
-                return Failure(BadRequest(str(exc)), final=True)
+            request = upstream_request(provider.kind, provider.base_url, provider.api_version,
+                                       key.value, exchange.upstream_operation,
+                                       candidate.model, call.request_id, call.headers)
             sent_at = time.perf_counter()
             retry_after = None
             call.upstream_attempts += 1
@@ -592,8 +596,8 @@ class InferenceApp:
             else:
                 status = response.status
                 if status < 400:
-                    result = await self._deliver(call, state, candidate, provider, key, breaker,
-                                                 response, admission, index, sent_at)
+                    result = await self._deliver(call, state, candidate, provider, exchange, key,
+                                                 breaker, response, admission, index, sent_at)
                     if result is None:
                         return None
                     last = result
@@ -646,11 +650,12 @@ class InferenceApp:
         return raw
 
     async def _deliver(self, call: Call, state: ProxyState, candidate: Any, provider: Any,
-                       key: Any, breaker: Any, response: aiohttp.ClientResponse,
-                       admission: Admission, index: int, sent_at: float) -> Failure | None:
+                       exchange: Exchange, key: Any, breaker: Any,
+                       response: aiohttp.ClientResponse, admission: Admission, index: int,
+                       sent_at: float) -> Failure | None:
         if call.stream:
-            return await self._deliver_stream(call, state, candidate, provider, key, breaker,
-                                              response, admission, index, sent_at)
+            return await self._deliver_stream(call, state, candidate, provider, exchange, key,
+                                              breaker, response, admission, index, sent_at)
         expect_idle_gaps(response, provider)
         try:
             payload = await response.read()
@@ -673,16 +678,16 @@ class InferenceApp:
             return Failure(UpstreamError(
                 f"Provider '{provider.name}' returned a body that is not a JSON object"))
         breaker.success()
-        if provider.kind == "anthropic":
+        if exchange.anthropic_upstream:
             usage = anthropic_usage(data.get("usage"))
+            if exchange.translated:
+                payload = orjson.dumps(translation.messages_to_chat_response(
+                    data, model=candidate.model))
         else:
             usage = openai_usage(data.get("usage"))
-        if call.operation == "chat" and provider.kind == "anthropic":
-            payload = orjson.dumps(translation.messages_to_chat_response(
-                data, model=candidate.model))
-        elif call.operation == "messages" and provider.kind in OPENAI_KINDS:
-            payload = orjson.dumps(translation.chat_to_messages_response(
-                data, model=candidate.model))
+            if exchange.translated:
+                payload = orjson.dumps(translation.chat_to_messages_response(
+                    data, model=candidate.model))
         cost = self._cost(call, candidate, key, usage)
         headers = self._raw_headers(call, state, candidate, index, admission)
         headers.append((b"x-gateway-cost-usd", _dollars(cost[0]).encode()))
@@ -745,10 +750,10 @@ class InferenceApp:
     # -- streaming ------------------------------------------------------------------------------
 
     async def _deliver_stream(self, call: Call, state: ProxyState, candidate: Any, provider: Any,
-                              key: Any, breaker: Any, response: aiohttp.ClientResponse,
-                              admission: Admission, index: int,
-                              sent_at: float) -> Failure | None:
-        relay = StreamRelay(call, provider.kind)
+                              exchange: Exchange, key: Any, breaker: Any,
+                              response: aiohttp.ClientResponse, admission: Admission,
+                              index: int, sent_at: float) -> Failure | None:
+        relay = StreamRelay(call, exchange)
         reader = response.content
         # Read until the first event is ready: failures up to here can still be retried.
         try:
@@ -850,15 +855,16 @@ class StreamRelay:
     re-encode every event in the client's dialect.
     """
 
-    def __init__(self, call: Call, provider_kind: str) -> None:
+    def __init__(self, call: Call, exchange: Exchange) -> None:
         self.parser = SSEParser()
-        self.anthropic_upstream = provider_kind == "anthropic"
+        self.anthropic_upstream = exchange.anthropic_upstream
         self.openai_client = call.operation != "messages"
         self.client_wants_usage = call.wants_usage_chunk
+        translated = exchange.translated
         self.to_chat = (translation.MessagesStreamToChat(model=call.body["model"])
-                        if self.openai_client and self.anthropic_upstream else None)
+                        if translated and self.anthropic_upstream else None)
         self.to_messages = (translation.ChatStreamToMessages(model=call.body["model"])
-                            if not self.openai_client and not self.anthropic_upstream else None)
+                            if translated and not self.anthropic_upstream else None)
         self.usage: Usage | None = None
         self.text_chars = 0
         self.output: list[bytes] = []
@@ -868,8 +874,7 @@ class StreamRelay:
         # are parsed as they pass. The text of the others is counted when the stream ends
         # without usage (rare: the gateway always asks for it), from the events kept here,
         # or in 256 KB batches as they go beyond that (long streams are parsed after all).
-        self.passthrough = (not self.anthropic_upstream and self.to_chat is None
-                            and self.to_messages is None)
+        self.passthrough = not self.anthropic_upstream and not translated
         self._uncounted: list[bytes] = []
         self._uncounted_bytes = 0
 
@@ -1018,15 +1023,6 @@ class StreamRelay:
                                                        "code": "upstream_error"}}) + b"\n\n"
         return translation.sse_event("error", {"type": "error", "error": {
             "type": "api_error", "message": message}})
-
-
-def upstream_operation(operation: str, provider_kind: str) -> str:
-    """What the provider is asked for: chat and messages translate into each other."""
-    if operation == "chat" and provider_kind == "anthropic":
-        return "messages"
-    if operation == "messages" and provider_kind in OPENAI_KINDS:
-        return "chat"
-    return operation
 
 
 def _dollars(nanos: int) -> str:

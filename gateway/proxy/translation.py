@@ -45,6 +45,8 @@ from typing import Any
 
 import orjson
 
+from gateway.proxy.adapters import token_count
+
 __all__ = [
     "CHAT_FIELDS_DROPPED",
     "CHAT_FIELDS_MAPPED",
@@ -134,10 +136,6 @@ def _dumps(value: Any) -> str:
     return _encode(value).decode()
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -202,16 +200,6 @@ def _chat_usage(prompt: int, completion: int, cached: int, written: int) -> dict
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
-    }
-
-
-def _flat_usage(prompt: int, completion: int, cached: int, written: int) -> dict:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "cached_tokens": cached,
-        "cache_write_tokens": written,
     }
 
 
@@ -532,10 +520,10 @@ def chat_to_messages_request(body: dict, *, model: str, default_max_tokens: int 
 def _usage_from_anthropic(usage: Any) -> tuple[int, int, int, int]:
     """(prompt incl. cache reads and writes, completion, cache reads, cache writes)."""
     usage = usage if isinstance(usage, dict) else {}
-    read = _int(usage.get("cache_read_input_tokens"))
-    written = _int(usage.get("cache_creation_input_tokens"))
-    prompt = _int(usage.get("input_tokens")) + read + written
-    return prompt, _int(usage.get("output_tokens")), read, written
+    read = token_count(usage.get("cache_read_input_tokens"))
+    written = token_count(usage.get("cache_creation_input_tokens"))
+    prompt = token_count(usage.get("input_tokens")) + read + written
+    return prompt, token_count(usage.get("output_tokens")), read, written
 
 
 def messages_to_chat_response(resp: dict, *, model: str) -> dict:
@@ -564,7 +552,7 @@ def messages_to_chat_response(resp: dict, *, model: str) -> dict:
         message["tool_calls"] = tool_calls
     usage = _chat_usage(*_usage_from_anthropic(resp.get("usage")))
     details = (resp.get("usage") or {}).get("output_tokens_details")
-    if isinstance(details, dict) and _int(details.get("thinking_tokens")):
+    if isinstance(details, dict) and token_count(details.get("thinking_tokens")):
         usage["completion_tokens_details"] = {"reasoning_tokens": details["thinking_tokens"]}
     return {
         "id": _chat_id(resp.get("id")),
@@ -599,20 +587,7 @@ class MessagesStreamToChat:
         self._started = False
         self._finished = False
         self._tool_index: dict[Any, int] = {}
-        self._text: list[str] = []
         self._input = self._read = self._written = self._output = 0
-
-    @property
-    def text(self) -> str:
-        """The completion text streamed so far."""
-        return "".join(self._text)
-
-    @property
-    def usage(self) -> dict:
-        """Token counts so far: prompt_tokens (including cache reads and writes),
-        completion_tokens, total_tokens, cached_tokens (reads) and cache_write_tokens."""
-        prompt = self._input + self._read + self._written
-        return _flat_usage(prompt, self._output, self._read, self._written)
 
     def _chunk(self, delta: dict, finish_reason: str | None = None) -> dict:
         return {
@@ -630,9 +605,9 @@ class MessagesStreamToChat:
         for key, attr in (("input_tokens", "_input"), ("cache_read_input_tokens", "_read"),
                           ("cache_creation_input_tokens", "_written"),
                           ("output_tokens", "_output")):
-            value = usage.get(key)
+            value = usage.get(key)  # absent or null: keep what was reported before
             if isinstance(value, int) and not isinstance(value, bool):
-                setattr(self, attr, value)  # counts are cumulative: overwrite, never add
+                setattr(self, attr, token_count(value))  # cumulative: overwrite, never add
 
     def _start(self) -> list[dict]:
         if self._started:
@@ -682,7 +657,6 @@ class MessagesStreamToChat:
     def _block_start(self, index: Any, block: dict) -> list[dict]:
         out = self._start()
         if block.get("type") == "text" and block.get("text"):
-            self._text.append(block["text"])
             out.append(self._chunk({"content": block["text"]}))
         elif block.get("type") == "tool_use":
             position = self._tool_index[index] = len(self._tool_index)
@@ -698,7 +672,6 @@ class MessagesStreamToChat:
     def _block_delta(self, index: Any, delta: dict) -> list[dict]:
         out = self._start()
         if delta.get("type") == "text_delta" and delta.get("text"):
-            self._text.append(delta["text"])
             out.append(self._chunk({"content": delta["text"]}))
         elif (delta.get("type") == "input_json_delta" and delta.get("partial_json")
               and index in self._tool_index):
@@ -932,8 +905,10 @@ def _usage_from_chat(usage: Any) -> tuple[int, int, int, int]:
     usage = usage if isinstance(usage, dict) else {}
     details = usage.get("prompt_tokens_details")
     details = details if isinstance(details, dict) else {}
-    return (_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")),
-            _int(details.get("cached_tokens")), _int(details.get("cache_write_tokens")))
+    return (token_count(usage.get("prompt_tokens")),
+            token_count(usage.get("completion_tokens")),
+            token_count(details.get("cached_tokens")),
+            token_count(details.get("cache_write_tokens")))
 
 
 def _anthropic_usage(prompt: int, completion: int, cached: int, written: int) -> dict:
@@ -1009,20 +984,9 @@ class ChatStreamToMessages:
         self._index = -1  # Anthropic index of the last opened content block
         self._open: tuple[str, Any] | None = None  # ("text", None) or ("tool", openai index)
         self._tools: dict[Any, int] = {}
-        self._text: list[str] = []
         self._refused = False  # a refusal delta arrived
         self._answered = False  # a content delta arrived
         self._prompt = self._completion = self._cached = self._written = 0
-
-    @property
-    def text(self) -> str:
-        """The completion text streamed so far."""
-        return "".join(self._text)
-
-    @property
-    def usage(self) -> dict:
-        """Same keys as ``MessagesStreamToChat.usage``, as reported by the provider."""
-        return _flat_usage(self._prompt, self._completion, self._cached, self._written)
 
     def _start(self, events: list, chunk_id: Any) -> None:
         if self._started:
@@ -1051,7 +1015,6 @@ class ChatStreamToMessages:
     def _add_text(self, events: list, text: str) -> None:
         if self._open != ("text", None):
             self._open_block(events, ("text", None), {"type": "text", "text": ""})
-        self._text.append(text)
         events.append(("content_block_delta", {"type": "content_block_delta", "index": self._index,
                                                 "delta": {"type": "text_delta", "text": text}}))
 

@@ -299,6 +299,7 @@ def test_inference_prefixes_go_to_the_data_plane_and_the_rest_to_django(path, in
 
 
 def _relay(include_usage: bool):
+    from gateway.proxy.adapters import exchange_for
     from gateway.proxy.app import Call, StreamRelay
 
     body = {"model": "m", "messages": [], "stream": True}
@@ -306,7 +307,7 @@ def _relay(include_usage: bool):
         body["stream_options"] = {"include_usage": True}
     call = Call(scope={}, receive=None, send=None, started=0.0, request_id="r", ledger_id="r",
                 headers={}, operation="chat", dialect="openai", base_headers=[], body=body)
-    return StreamRelay(call, "openai")
+    return StreamRelay(call, exchange_for("chat", "openai"))
 
 
 def _chunk(text: str, usage: object = None) -> bytes:
