@@ -50,7 +50,13 @@ from governance.ledger import (
     Reservation,
     Usage,
 )
-from governance.ledger.base import COST, REQUESTS, TOKENS, retry_after_seconds
+from governance.ledger.base import (
+    COST,
+    NANOS_PER_DOLLAR,
+    REQUESTS,
+    TOKENS,
+    retry_after_seconds,
+)
 from governance.ledger.windows import window_bounds
 from pricing.cost import Pricer
 from routing.engine import Capacity
@@ -63,7 +69,6 @@ TOKEN_HEADER_NAMES = ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens"
                       "x-ratelimit-reset-tokens")
 LIMITS_CACHE_MAX = 50_000  # (key, provider, model) combinations kept per snapshot
 
-NANOS_PER_DOLLAR = Decimal(1_000_000_000)
 # Headers that may carry a virtual key, in the order they are looked at.
 KEY_HEADERS = ("x-bf-vk", "authorization", "x-api-key", "api-key", "x-goog-api-key")
 
@@ -126,7 +131,8 @@ def denial_error(denied: Denied) -> LimitExceeded:
     return error(message, retry_after_seconds=retry_after)
 
 
-def _dedupe(groups: Iterable[Iterable[Limit]]) -> tuple[Limit, ...]:
+def dedupe_limits(groups: Iterable[Iterable[Limit]]) -> tuple[Limit, ...]:
+    """The limits of ``groups`` in order, each id once (its first occurrence)."""
     seen: set[str] = set()
     limits = []
     for group in groups:
@@ -244,7 +250,7 @@ class Governor:
             if config is not None:
                 groups.append(config.limits)
             groups += [key.limits, key.team_limits, key.customer_limits]  # type: ignore[attr-defined]
-        return _dedupe(groups)
+        return dedupe_limits(groups)
 
     # -- estimates --------------------------------------------------------------------------
 

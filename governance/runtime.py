@@ -29,7 +29,7 @@ from django.db import connections
 from gateway import config_version
 from gateway.conf import gateway_settings
 from governance.engine import Governor
-from governance.ledger import Ledger, MemoryLedger, ledger_from_url
+from governance.ledger import Ledger, Limit, MemoryLedger, ledger_from_url
 from governance.sink import MemorySink, RedisStreamSink
 from governance.snapshot import Snapshot, build_snapshot, iter_limits
 
@@ -76,6 +76,8 @@ class GovernanceRuntime:
             default_max_tokens=gateway_settings.DEFAULT_MAX_TOKENS,
         )
         self.snapshot: Snapshot | None = None
+        # The snapshot the usage view's limits were taken from, and those limits.
+        self._view_limits: tuple[Snapshot | None, tuple[Limit, ...]] = (None, ())
         self._tasks: list[asyncio.Task[None]] = []
         self._rebuild_lock = asyncio.Lock()
         self.swaps = 0
@@ -135,19 +137,32 @@ class GovernanceRuntime:
                     logger.info("snapshot refresh recovered")
                 failing = False
 
+    def usage_view_limits(self, snapshot: Snapshot) -> tuple[Limit, ...]:
+        """The windowed limits of ``snapshot``, collected once per snapshot (snapshots are
+        immutable), not on every refresh of the usage view."""
+        owner, limits = self._view_limits
+        if owner is not snapshot:
+            limits = tuple(limit for limit in iter_limits(snapshot) if limit.window is not None)
+            self._view_limits = (snapshot, limits)
+        return limits
+
+    async def refresh_usage_view(self) -> None:
+        """Read the counters of every windowed limit into the usage view routing rules read."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            return
+        try:
+            limits = self.usage_view_limits(snapshot)
+            if limits:
+                self.governor.usage_view.replace(await self.ledger.usage_many(limits))
+        except Exception as exc:
+            logger.debug("usage view refresh skipped: %s", exc)
+
     async def _usage_view_loop(self) -> None:
-        """Refresh the usage routing rules read, without touching any request."""
+        """Refresh the usage view every second, without touching any request."""
         while True:
             await asyncio.sleep(USAGE_VIEW_INTERVAL_S)
-            snapshot = self.snapshot
-            if snapshot is None:
-                continue
-            try:
-                limits = [limit for limit in iter_limits(snapshot) if limit.window is not None]
-                if limits:
-                    self.governor.usage_view.replace(await self.ledger.usage_many(limits))
-            except Exception as exc:
-                logger.debug("usage view refresh skipped: %s", exc)
+            await self.refresh_usage_view()
 
     # -- embedded background jobs ---------------------------------------------------------
 

@@ -21,7 +21,8 @@ from django.db.models import Prefetch
 from gateway.conf import gateway_settings
 from gateway.models import ModelAlias, ModelAliasRoute, Provider, ProviderKey
 from governance.durations import parse_duration
-from governance.ledger import Limit, Metric, Window
+from governance.engine import dedupe_limits
+from governance.ledger import NANOS_PER_DOLLAR, Limit, Metric, Window
 from governance.models import (
     Budget,
     ModelConfig,
@@ -35,7 +36,6 @@ from routing.cel import get_engine
 from routing.engine import KeyIdentity, RoutingTable
 from routing.loading import key_identity, rule_records
 
-NANOS_PER_DOLLAR = Decimal(1_000_000_000)
 ALL = ("*",)
 
 
@@ -294,17 +294,12 @@ def build_snapshot(version: int, *, built_at: float) -> Snapshot:
     )
 
 
-def iter_limits(snapshot: Snapshot) -> Iterable[Limit]:
-    """Every limit in the snapshot once (for jobs that copy counters to the database)."""
-    seen: set[str] = set()
+def iter_limits(snapshot: Snapshot) -> tuple[Limit, ...]:
+    """Every limit in the snapshot once (for the runtime's usage view)."""
     groups: list[Iterable[Limit]] = [provider.limits for provider in
                                      snapshot.providers.values()]
     groups.extend(snapshot.model_limits.values())
     for key in snapshot.keys_by_hash.values():
         groups.extend([key.limits, key.team_limits, key.customer_limits,
                        *(config.limits for config in key.provider_configs.values())])
-    for group in groups:
-        for limit in group:
-            if limit.id not in seen:
-                seen.add(limit.id)
-                yield limit
+    return dedupe_limits(groups)

@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from gateway.conf import gateway_settings
 from governance.durations import parse_duration
-from governance.ledger import Ledger, Limit, Metric, ledger_from_url
+from governance.ledger import NANOS_PER_DOLLAR, Ledger, Limit, Metric, ledger_from_url
 from governance.ledger.windows import lattice_bounds, window_bounds
 from governance.models import Budget, RateLimit, UsageRecord
 from governance.sink import Batch, UsageEvent
@@ -38,7 +38,6 @@ from governance.snapshot import budget_limit, rate_limits, window_anchor
 
 logger = logging.getLogger(__name__)
 
-NANOS = Decimal(1_000_000_000)
 MONEY_QUANTUM = Decimal("0.000000001")
 FLUSH_BATCH = 5000
 
@@ -197,7 +196,7 @@ def copy_counters(rows: Sequence[LimitRow], used: dict[str, int]) -> int:
             continue
         row = item.row
         if isinstance(row, Budget):
-            dollars = (Decimal(value) / NANOS).quantize(MONEY_QUANTUM)
+            dollars = (Decimal(value) / NANOS_PER_DOLLAR).quantize(MONEY_QUANTUM)
             if row.current_usage != dollars:
                 row.current_usage = dollars
                 budgets[row.pk] = row
@@ -305,7 +304,7 @@ def counted_amounts(rows: Iterable[LimitRow], now: float) -> list[tuple[Limit, i
                                              created_at__gte=start, created_at__lte=end)
         if limit.metric is Metric.COST:
             total = records.aggregate(total=Sum("cost"))["total"] or Decimal(0)
-            amount = int((total * NANOS).to_integral_value())
+            amount = int((total * NANOS_PER_DOLLAR).to_integral_value())
         elif limit.metric is Metric.TOKENS:
             totals = records.aggregate(prompt=Sum("prompt_tokens"),
                                        completion=Sum("completion_tokens"))

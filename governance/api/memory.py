@@ -19,10 +19,9 @@ from rest_framework.request import Request
 
 from gateway.errors import GovernanceUnavailable
 from governance.api.quota import live_usage
-from governance.models import Budget, RateLimit
-from governance.snapshot import budget_limit, rate_limits
-
-NANOS = Decimal(1_000_000_000)
+from governance.ledger import NANOS_PER_DOLLAR, Metric
+from governance.models import Budget
+from governance.tasks import limit_rows
 
 
 def requested(request: Request) -> bool:
@@ -52,20 +51,21 @@ def enforced_ids(kind: str) -> set[str]:
 
 def live_counters() -> dict[str, Any]:
     """Live usage per budget id (Decimal dollars) and per rate limit id (token, request)."""
-    budgets = list(Budget.objects.all())
-    rates = list(RateLimit.objects.all())
-    limits = [budget_limit(budget, "") for budget in budgets]
-    for rate in rates:
-        limits.extend(rate_limits(rate, ""))
-    used, _source = live_usage(limits)
+    rows = limit_rows()
+    used, _source = live_usage([item.limit for item in rows])
     values: dict[str, Any] = {}
-    for budget in budgets:
-        value = used.get(f"budget:{budget.id}")
-        if value is not None:
-            values[str(budget.id)] = Decimal(value) / NANOS
-    for rate in rates:
-        values[str(rate.id)] = (used.get(f"rate:{rate.id}:tokens"),
-                                used.get(f"rate:{rate.id}:requests"))
+    for item in rows:
+        row, value = item.row, used.get(item.limit.id)
+        if isinstance(row, Budget):
+            if value is not None:
+                values[str(row.id)] = Decimal(value) / NANOS_PER_DOLLAR
+            continue
+        tokens, requests = values.get(str(row.id), (None, None))
+        if item.limit.metric is Metric.TOKENS:
+            tokens = value
+        else:
+            requests = value
+        values[str(row.id)] = (tokens, requests)
     return values
 
 

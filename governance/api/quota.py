@@ -25,13 +25,11 @@ from gateway.api.base import ManagementAPIView
 from gateway.errors import AuthenticationRequired, VirtualKeyNotFound
 from gateway.secrets import digest
 from governance.engine import presented_key, window_reset_at
-from governance.ledger import LedgerUnavailable, Limit
+from governance.ledger import NANOS_PER_DOLLAR, LedgerUnavailable, Limit
 from governance.ledger.windows import window_bounds
 from governance.models import Budget, RateLimit, UsageRecord, VirtualKey
 from governance.snapshot import budget_limit, rate_limits
 from governance.usage import format_cost
-
-NANOS = Decimal(1_000_000_000)
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -90,7 +88,7 @@ def quota(key: VirtualKey, now: float) -> dict[str, Any]:
     for budget, limit in zip(budgets, budget_limits, strict=True):
         assert limit.window is not None
         start, end = window_bounds(limit.window, now)
-        current = (Decimal(used[limit.id]) / NANOS if limit.id in used
+        current = (Decimal(used[limit.id]) / NANOS_PER_DOLLAR if limit.id in used
                    else budget.current_usage)
         budget_items.append({
             "id": str(budget.id),

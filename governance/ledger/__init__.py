@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from governance.ledger.base import (
+    NANOS_PER_DOLLAR,
     Admitted,
     Denied,
     Ledger,
@@ -74,6 +75,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "LEDGER_SCHEMES",
+    "NANOS_PER_DOLLAR",
     "Admitted",
     "Denied",
     "Ledger",

@@ -25,6 +25,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from governance.ledger.windows import Window, window_slot
@@ -33,6 +34,8 @@ DEFAULT_LEASE_SECONDS = 600.0
 CONCURRENCY_RETRY_AFTER_SECONDS = 1.0
 # Counters outlive their window by this much, so a late settle still finds its counter.
 EXPIRY_MARGIN_SECONDS = 3600.0
+# Money is integer nano-dollars in the ledger; Decimal dollars in the database.
+NANOS_PER_DOLLAR = Decimal(1_000_000_000)
 
 
 class Metric(enum.Enum):

@@ -10,7 +10,6 @@ from decimal import Decimal
 
 import factory
 import pytest
-from django.db import connections
 from django.test import AsyncClient
 
 from governance.api import usage_views
@@ -256,7 +255,7 @@ def test_csv_of_nothing_is_the_header(api):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_csv_streams_under_asgi(staff_user):
+async def test_csv_streams_under_asgi(staff_user, close_async_connections):
     from asgiref.sync import sync_to_async
 
     def setup() -> None:
@@ -265,16 +264,11 @@ async def test_csv_streams_under_asgi(staff_user):
     await sync_to_async(setup)()
     client = AsyncClient()
     await client.aforce_login(staff_user)
-    try:
-        response = await client.get(f"{RECORDS}?format=csv")
-        assert response.status_code == 200
-        assert response.is_async  # no "must consume synchronous iterators" buffering
-        text = b"".join([chunk async for chunk in response.streaming_content]).decode()
-        assert len(list(csv.reader(io.StringIO(text)))) == 6
-    finally:
-        # The test client keeps the view thread's connection open; PostgreSQL cannot drop
-        # the test database while it is.
-        await sync_to_async(connections.close_all)()
+    response = await client.get(f"{RECORDS}?format=csv")
+    assert response.status_code == 200
+    assert response.is_async  # no "must consume synchronous iterators" buffering
+    text = b"".join([chunk async for chunk in response.streaming_content]).decode()
+    assert len(list(csv.reader(io.StringIO(text)))) == 6
 
 
 # --- summary ------------------------------------------------------------------------------------

@@ -1,0 +1,71 @@
+"""The governance runtime's usage view: the limits it reads are collected once per snapshot,
+and the counters are read again on every refresh."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from governance import runtime as runtime_module
+from governance.engine import capacity_plan
+from governance.ledger import MemoryLedger, Metric
+from governance.runtime import GovernanceRuntime
+from governance.sink import MemorySink
+from governance.snapshot import build_snapshot, iter_limits
+from tests.factories import BudgetFactory, RateLimitFactory, TeamFactory, VirtualKeyFactory
+
+
+@pytest.fixture
+def snapshots(db):
+    """Two snapshots: the second one has a team rate limit the first one lacks."""
+    team = TeamFactory(name="research")
+    budget = BudgetFactory(team=team, max_limit=Decimal("10"), reset_duration="1d")
+    VirtualKeyFactory(name="prod", team=team, max_concurrent_requests=2)  # no window
+    first = build_snapshot(1, built_at=1.0)
+    rate = RateLimitFactory(team=team, request_max_limit=10, request_reset_duration="1m",
+                            token_max_limit=None, token_reset_duration=None)
+    second = build_snapshot(2, built_at=2.0)
+    return {"first": first, "second": second, "budget": budget, "rate": rate}
+
+
+async def test_usage_view_limits_are_collected_once_per_snapshot(snapshots, monkeypatch):
+    collected = []
+
+    def counting_iter_limits(snapshot):
+        collected.append(snapshot)
+        return iter_limits(snapshot)
+
+    monkeypatch.setattr(runtime_module, "iter_limits", counting_iter_limits)
+    ledger = MemoryLedger()
+    runtime = GovernanceRuntime(ledger=ledger, sink=MemorySink(), embedded=False)
+    view = runtime.governor.usage_view
+    first, second = snapshots["first"], snapshots["second"]
+
+    runtime.snapshot = first
+    limits = runtime.usage_view_limits(first)
+    # the concurrency slot has no window and is left out
+    assert [limit.id for limit in limits] == [f"budget:{snapshots['budget'].id}"]
+    budget_plan = capacity_plan(limits)
+    await ledger.set_usage(limits[0], 4_000_000_000)  # $4 of $10
+    await runtime.refresh_usage_view()
+    assert view.capacity(budget_plan).budget_used == 40.0
+    await ledger.set_usage(limits[0], 5_000_000_000)  # the counters are read on each refresh
+    await runtime.refresh_usage_view()
+    assert view.capacity(budget_plan).budget_used == 50.0
+    assert runtime.usage_view_limits(first) is limits
+    assert len(collected) == 1 and collected[0] is first
+
+    runtime.snapshot = second  # a new snapshot: its limits are collected again, once
+    await runtime.refresh_usage_view()
+    await runtime.refresh_usage_view()
+    assert len(collected) == 2 and collected[1] is second
+    fresh = runtime.usage_view_limits(second)
+    rate = next(limit for limit in fresh if limit.metric is Metric.REQUESTS)
+    assert rate.id == f"rate:{snapshots['rate'].id}:requests"
+    await ledger.set_usage(rate, 3)
+    await runtime.refresh_usage_view()
+    capacity = view.capacity(capacity_plan(fresh))
+    assert (capacity.budget_used, capacity.request) == (50.0, 30.0)
+    assert len(collected) == 2
+
