@@ -33,6 +33,7 @@ from routing.memo import memo_key, reads
 logger = logging.getLogger(__name__)
 
 GLOBAL = ("global", "")
+_GLOBAL_CHAIN = (GLOBAL,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +76,26 @@ class KeyIdentity:
     team_customer_name: str = ""
     customer_id: str = ""
     customer_name: str = ""
+    # scope_chain(), built on first use and kept (the identity is immutable): the engine
+    # looks its plan up by it on every request
+    _scope_chain: tuple[tuple[str, str], ...] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     def scope_chain(self) -> tuple[tuple[str, str], ...]:
-        chain: list[tuple[str, str]] = [("virtual_key", self.id)]
-        if self.team_id:
-            chain.append(("team", self.team_id))
-            if self.team_customer_id:
-                chain.append(("customer", self.team_customer_id))
-        elif self.customer_id:
-            chain.append(("customer", self.customer_id))
-        chain.append(GLOBAL)
-        return tuple(chain)
+        """The scopes searched for this key, most specific first."""
+        chain = self._scope_chain
+        if chain is None:
+            scopes: list[tuple[str, str]] = [("virtual_key", self.id)]
+            if self.team_id:
+                scopes.append(("team", self.team_id))
+                if self.team_customer_id:
+                    scopes.append(("customer", self.team_customer_id))
+            elif self.customer_id:
+                scopes.append(("customer", self.customer_id))
+            scopes.append(GLOBAL)
+            chain = tuple(scopes)
+            object.__setattr__(self, "_scope_chain", chain)
+        return chain
 
     @property
     def effective_customer(self) -> tuple[str, str]:
@@ -242,39 +252,17 @@ def select_weighted_target(targets: tuple[Target, ...], rng: random.Random) -> T
     return usable[-1]
 
 
-def request_variables(context: RoutingContext) -> dict[str, object]:
-    """The CEL variables that stay the same at every chain step (names lower-cased once)."""
-    key = context.key
-    customer_id, customer_name = key.effective_customer if key else ("", "")
-    return {
-        "request_type": context.request_type,
-        "headers": _lowered(context.headers, context.headers_lowercase),
-        "params": _lowered(context.query_params, False),
-        "virtual_key_id": key.id if key else "",
-        "virtual_key_name": key.name if key else "",
-        "team_id": key.team_id if key else "",
-        "team_name": key.team_name if key else "",
-        "customer_id": customer_id,
-        "customer_name": customer_name,
-    }
-
-
 def _lowered(values: Mapping[str, str], lowercase: bool) -> Mapping[str, str]:
     return values if lowercase else {name.lower(): value for name, value in values.items()}
 
 
-def capacity_variables(capacity: Capacity) -> dict[str, float]:
-    return {"budget_used": float(capacity.budget_used),
-            "tokens_used": float(capacity.tokens_used), "request": float(capacity.request)}
-
-
 class _Step:
-    """One chain step's CEL variables, computed only as far as they are needed: memo keys
-    read single values straight from the request (:meth:`read`); only a rule that has to
-    run gets them all (:attr:`plain`, :meth:`prepared`)."""
+    """One chain step's CEL variables (:data:`_VARIABLES`), computed only as far as they are
+    needed: memo keys read single values straight from the request (:meth:`read`); only a
+    rule that has to run gets them all (:attr:`plain`, :meth:`prepared`)."""
 
-    __slots__ = ("_capacity", "_engine", "_maps", "_plain", "_prepared", "context", "model",
-                 "provider")
+    __slots__ = ("_capacity", "_engine", "_headers", "_params", "_plain", "_prepared",
+                 "context", "model", "provider")
 
     def __init__(self, engine: CelEngine, context: RoutingContext, provider: str,
                  model: str) -> None:
@@ -283,7 +271,8 @@ class _Step:
         self.provider = provider
         self.model = model
         self._capacity: Capacity | None = None
-        self._maps: dict[str, Mapping[str, str]] | None = None
+        self._headers: Mapping[str, str] | None = None
+        self._params: Mapping[str, str] | None = None
         self._plain: dict[str, object] | None = None
         self._prepared: Any = None
 
@@ -292,34 +281,26 @@ class _Step:
             self._capacity = self.context.capacity(self.provider, self.model)
         return self._capacity
 
+    def headers(self) -> Mapping[str, str]:
+        """The request's headers, names lower-cased (once per step, only if read)."""
+        if self._headers is None:
+            self._headers = _lowered(self.context.headers, self.context.headers_lowercase)
+        return self._headers
+
+    def params(self) -> Mapping[str, str]:
+        if self._params is None:
+            self._params = _lowered(self.context.query_params, False)
+        return self._params
+
     def read(self, name: str, key: str | None) -> Any:
         """The value of one read of routing/memo.py: a variable, or one key of a map."""
-        if key is None:
-            reader = _SCALAR_READERS.get(name)
-            return reader(self) if reader is not None else None
-        maps = self._maps
-        if maps is None:
-            maps = self._maps = {}
-        values = maps.get(name)
-        if values is None:
-            context = self.context
-            if name == "headers":
-                values = _lowered(context.headers, context.headers_lowercase)
-            elif name == "params":
-                values = _lowered(context.query_params, False)
-            else:
-                return None
-            maps[name] = values
-        return values.get(key)
+        value = _VARIABLES[name](self)
+        return value if key is None else value.get(key)
 
     @property
     def plain(self) -> dict[str, object]:
         if self._plain is None:
-            plain = request_variables(self.context)
-            plain["model"] = self.model
-            plain["provider"] = self.provider
-            plain.update(capacity_variables(self.capacity()))
-            self._plain = plain
+            self._plain = {name: read(self) for name, read in _VARIABLES.items()}
         return self._plain
 
     def prepared(self) -> Any:
@@ -335,11 +316,15 @@ def _key_field(name: str) -> Callable[[_Step], object]:
     return read
 
 
-# One function per scalar variable (routing/cel.py's DECLARED_VARIABLES but the two maps).
-_SCALAR_READERS: dict[str, Callable[[_Step], object]] = {
+# The CEL variables (routing/cel.py's DECLARED_VARIABLES, which gives their types) and how
+# a step reads each one. The only list: a rule that runs gets every one (_Step.plain), a
+# memo key the ones it reads (_Step.read, _reader).
+_VARIABLES: dict[str, Callable[[_Step], Any]] = {
     "model": lambda step: step.model,
     "provider": lambda step: step.provider,
     "request_type": lambda step: step.context.request_type,
+    "headers": _Step.headers,
+    "params": _Step.params,
     "virtual_key_id": _key_field("id"),
     "virtual_key_name": _key_field("name"),
     "team_id": _key_field("team_id"),
@@ -383,9 +368,11 @@ def _decision(rule: Rule, target: Any, provider: str, model: str) -> RoutingDeci
 
 
 def _reader(name: str, key: str | None) -> Callable[[_Step], Any]:
+    """:meth:`_Step.read` of ``name`` and ``key`` as one call."""
+    read = _VARIABLES[name]
     if key is None:
-        return _SCALAR_READERS.get(name, lambda step: None)
-    return lambda step: step.read(name, key)
+        return read
+    return lambda step: read(step).get(key)
 
 
 class RoutingEngine:
@@ -399,11 +386,13 @@ class RoutingEngine:
         self.engine = engine
         self._max_depth = max_depth if callable(max_depth) else (lambda: max_depth)
         self.rng = rng or random.Random()
-        # rule id -> {values read: outcome}; lives with the engine, never on the table
+        # rule id -> {values read: outcome}; lives with the engine, never on the table. The
+        # chain memo (_ChainPlan.memo) answers a repeated request in one lookup; this one keeps
+        # its misses cheap (only rules whose own inputs changed, e.g. a capacity figure, run
+        # CEL) and serves chains that have a rule the chain memo cannot key.
         self._memo: dict[str, dict[tuple[Any, ...], tuple[Outcome, str]]] = {}
+        # scope chain -> its plan (and chain memo); keys of the same chain share it
         self._plans: dict[tuple[tuple[str, str], ...], _ChainPlan] = {}
-        # id(key identity) -> (the identity, its chain's plan)
-        self._chains: dict[int, tuple[KeyIdentity, _ChainPlan]] = {}
 
     def evaluate(self, context: RoutingContext, *, trace: bool = False) -> RoutingResult:
         """The decision for ``context``. With ``trace``, every rule looked at is reported
@@ -458,20 +447,8 @@ class RoutingEngine:
         return RoutingResult(final, tuple(entries), tuple(log or ()), step + 1)
 
     def _plan_for(self, key: KeyIdentity | None) -> _ChainPlan:
-        """The plan of the key's scope chain, kept per key identity object (snapshots are
-        immutable) and per chain."""
-        if key is None:
-            return self._plan((GLOBAL,))
-        entry = self._chains.get(id(key))
-        if entry is not None and entry[0] is key:
-            return entry[1]
-        plan = self._plan(key.scope_chain())
-        if len(self._chains) >= MEMO_MAX:
-            self._chains.clear()
-        self._chains[id(key)] = (key, plan)
-        return plan
-
-    def _plan(self, chain: tuple[tuple[str, str], ...]) -> _ChainPlan:
+        """The plan of the key's scope chain (the global scope alone without a key)."""
+        chain = key.scope_chain() if key is not None else _GLOBAL_CHAIN
         plan = self._plans.get(chain)
         if plan is None:
             rules = [rule for scope in chain for rule in self.table.rules_for(scope)]
