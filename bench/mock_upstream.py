@@ -62,12 +62,14 @@ from aiohttp import web
 DEFAULT_CONTENT = "This is a deterministic reply from the mock upstream."
 DEFAULT_CHUNKS = 4
 DEFAULT_EMBEDDING_DIMENSIONS = 8
-DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-haiku-4-5")
+MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-haiku-4-5")
 ID_PLACEHOLDER = "@@mockid@@"
 CREATED_PLACEHOLDER = "@@created@@"
 ID_PLACEHOLDER_BYTES = ID_PLACEHOLDER.encode()
 CREATED_PLACEHOLDER_BYTES = f'"{CREATED_PLACEHOLDER}"'.encode()
 CACHE_LIMIT = 4096
+MODELS_BODY = orjson.dumps({"object": "list", "data": [
+    {"id": name, "object": "model", "created": 1700000000, "owned_by": "mock"} for name in MODELS]})
 
 # name -> type. ``tool_call`` is a bool or the name of the tool to call.
 CONTROL_TYPES: dict[str, type] = {
@@ -222,7 +224,6 @@ class RecordedRequest:
     time: float              # time.monotonic() on arrival
     body: bytes = b""
     disconnected: bool = False  # the client went away before the response was complete
-    controls: Controls = NO_CONTROLS
 
     @property
     def api_key(self) -> str | None:
@@ -558,19 +559,14 @@ class MockUpstream:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
                  content: str = DEFAULT_CONTENT, chunks: int = DEFAULT_CHUNKS,
-                 models: Iterable[str] = DEFAULT_MODELS,
-                 embedding_dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS,
                  record: bool = True) -> None:
         self.host = host
         self.port = port
         self.content = content
         self.chunks = chunks
-        self.models = tuple(models)
-        self.embedding_dimensions = embedding_dimensions
         self.record = record
         self.requests: list[RecordedRequest] = []
         self.disconnects = 0
-        self.in_flight = 0
         self._fail_counts: dict[str, int] = {}
         self._ids = itertools.count(1)
         self._cache: dict[tuple[Any, ...], bytes] = {}
@@ -580,9 +576,6 @@ class MockUpstream:
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._models_body = orjson.dumps({"object": "list", "data": [
-            {"id": name, "object": "model", "created": 1700000000, "owned_by": "mock"}
-            for name in self.models]})
 
     # lifecycle ------------------------------------------------------------------------
 
@@ -686,7 +679,7 @@ class MockUpstream:
     async def _list_models(self, request: web.Request) -> web.Response:
         if self.record:
             self._record(request, b"", None)
-        return web.Response(body=self._models_body, content_type="application/json")
+        return web.Response(body=MODELS_BODY, content_type="application/json")
 
     def _record(self, request: web.Request, raw: bytes, body: Any) -> RecordedRequest:
         recorded = RecordedRequest(
@@ -736,11 +729,8 @@ class MockUpstream:
                                       api_key)
         except ControlError as exc:
             return error_response(api, 400, str(exc))
-        if recorded is not None:
-            recorded.controls = controls
         if controls.fail_times is not None:
             controls = self._apply_fail_times(controls, api_key)
-        self.in_flight += 1
         try:
             if controls.delay_ms > 0:
                 await asyncio.sleep(controls.delay_ms / 1000)
@@ -773,8 +763,6 @@ class MockUpstream:
         except ConnectionError:
             self._disconnected(recorded)
             return web.Response(status=499)
-        finally:
-            self.in_flight -= 1
 
     def _disconnected(self, recorded: RecordedRequest | None) -> None:
         self.disconnects += 1
@@ -940,7 +928,7 @@ class MockUpstream:
             else [inputs]
         dimensions = body.get("dimensions")
         if not isinstance(dimensions, int) or dimensions <= 0:
-            dimensions = self.embedding_dimensions
+            dimensions = DEFAULT_EMBEDDING_DIMENSIONS
         base64_format = body.get("encoding_format") == "base64"
         data = []
         tokens = 0

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
 
 MODEL = "gpt-4o-mini"
 ROUTING_CONDITIONS = (
@@ -32,25 +31,19 @@ ROUTING_CONDITIONS = (
 RULE_COUNT = 20
 
 
-def seed_gateway(mock_url: str, *, secret: str | None = None) -> dict[str, Any]:
-    """Create the benchmark's governance; returns the virtual key's secret and model names.
-
-    ``secret`` fixes the virtual key's secret (``sk-gw-`` + 32 characters is the usual shape);
-    by default a new one is generated.
-    """
+def seed_gateway(mock_url: str) -> dict[str, str]:
+    """Create the benchmark's governance; returns the virtual key's secret (``virtual_key``)
+    and the model to ask for (``model``)."""
     from django.db import transaction
 
     from gateway.audit import Actor
-    from gateway.models import Provider
     from gateway.provider_actions import create_provider
-    from gateway.secrets import digest, display_prefix
     from governance.actions import (
         create_customer,
         create_team,
         create_virtual_key,
         update_provider_governance,
     )
-    from governance.models import VirtualKey
     from pricing.actions import create_pricing_override
     from routing.actions import create_routing_rule
     from routing.validators import validate_cel_expression
@@ -73,7 +66,7 @@ def seed_gateway(mock_url: str, *, secret: str | None = None) -> dict[str, Any]:
         })
         customer = create_customer(actor, {"name": "bench-customer"})
         team = create_team(actor, {"name": "bench-team", "customer_id": customer})
-        key, plain = create_virtual_key(actor, {
+        _, plain = create_virtual_key(actor, {
             "name": "bench-key",
             "team_id": team,
             "budgets": [{"max_limit": 1_000_000, "reset_duration": "1d"},
@@ -86,10 +79,6 @@ def seed_gateway(mock_url: str, *, secret: str | None = None) -> dict[str, Any]:
                 for provider in (mock, anthropic)
             ],
         })
-        if secret is not None:
-            VirtualKey.objects.filter(pk=key.pk).update(secret_hash=digest(secret),
-                                                        secret_prefix=display_prefix(secret))
-            plain = secret
         for index in range(RULE_COUNT):
             expression = ROUTING_CONDITIONS[index % len(ROUTING_CONDITIONS)].format(i=index)
             validate_cel_expression(expression)
@@ -104,25 +93,18 @@ def seed_gateway(mock_url: str, *, secret: str | None = None) -> dict[str, Any]:
             "match_type": "exact", "pattern": MODEL, "request_types": ["chat_completion"],
             "patch": {"input_cost_per_token": 0.00000015, "output_cost_per_token": 0.0000006},
         })
-    return {
-        "virtual_key": plain,
-        "model": f"mock/{MODEL}",
-        "anthropic_model": "mock-anthropic/claude-haiku-4-5",
-        "providers": sorted(Provider.objects.values_list("name", flat=True)),
-        "routing_rules": RULE_COUNT,
-    }
+    return {"virtual_key": plain, "model": f"mock/{MODEL}"}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Seed the gateway for the benchmark.")
     parser.add_argument("--mock-url", required=True)
-    parser.add_argument("--secret", default=None)
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
     import django
 
     django.setup()
-    result = seed_gateway(args.mock_url, secret=args.secret)
+    result = seed_gateway(args.mock_url)
     sys.stdout.write(json.dumps(result) + "\n")
 
 

@@ -17,7 +17,13 @@ import anthropic
 import openai
 import pytest
 
-from bench.mock_upstream import DEFAULT_CONTENT, MockUpstream, parse_controls
+from bench.mock_upstream import (
+    DEFAULT_CONTENT,
+    DEFAULT_EMBEDDING_DIMENSIONS,
+    MODELS,
+    MockUpstream,
+    parse_controls,
+)
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello there, mock!"}]}
 MESSAGES = {"model": "claude-haiku-4-5", "max_tokens": 256,
@@ -178,14 +184,16 @@ async def test_completions_embeddings_and_models(oai):
     assert again.data[0].embedding == pytest.approx(embeddings.data[0].embedding, rel=1e-5)
 
     models = await oai.models.list()
-    assert "gpt-4o-mini" in [model.id for model in models.data]
+    assert [model.id for model in models.data] == list(MODELS)
 
 
 async def test_embeddings_base64(mock, http):
     _, _, body = await post(http, f"{mock.url}/v1/embeddings",
                             {"model": "e", "input": "x", "encoding_format": "base64"})
     vector = base64.b64decode(json.loads(body)["data"][0]["embedding"])
-    assert len(struct.unpack(f"<{mock.embedding_dimensions}f", vector)) == 8
+    assert len(vector) == 4 * DEFAULT_EMBEDDING_DIMENSIONS  # little-endian float32s
+    values = struct.unpack(f"<{DEFAULT_EMBEDDING_DIMENSIONS}f", vector)
+    assert math.fsum(value * value for value in values) == pytest.approx(1.0, rel=1e-5)
 
 
 async def test_anthropic_message_through_the_sdk(mock, claude):

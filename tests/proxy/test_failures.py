@@ -43,13 +43,22 @@ def upstream_calls(world, path="/v1/chat/completions"):
     return [request for request in world["mock"].requests if request.path == path]
 
 
-def test_retries_then_succeeds(gateway, world):
-    response = post(gateway, world, with_mock(status=503, fail_times=2, fail_key="r1"))
+# The wait before retry n (from 0) is in [base/2, base], base = min(initial * 2**n, max).
+# Between two arrivals at the upstream there is also one failed round trip (a few ms).
+ROUND_TRIP_ALLOWANCE = 0.04
+
+
+def test_retries_back_off_exponentially_with_jitter_up_to_the_cap(gateway, world):
+    set_provider(gateway, "mock", max_retries=4, backoff_initial_ms=30, backoff_max_ms=60)
+    response = post(gateway, world, with_mock(status=503, fail_times=4, fail_key="r1"))
     assert response.status_code == 200
     calls = upstream_calls(world)
-    assert len(calls) == 3
+    assert len(calls) == 5
     gaps = [b.time - a.time for a, b in itertools.pairwise(calls)]
-    assert all(gap >= 0.0005 for gap in gaps)  # backoff between attempts
+    # bases 30, 60, then capped at 60 (uncapped: 120, 240 ms)
+    windows = [(0.015, 0.03), (0.03, 0.06), (0.03, 0.06), (0.03, 0.06)]
+    for gap, (shortest, longest) in zip(gaps, windows, strict=True):
+        assert shortest <= gap <= longest + ROUND_TRIP_ALLOWANCE, (gaps, windows)
 
 
 def test_retries_exhausted_returns_the_last_status(gateway, world):
@@ -313,16 +322,19 @@ def test_routing_rule_rewrites_the_target(gateway, world):
 
 
 def test_bare_model_uses_the_key_configs_then_aliases_then_404(gateway, world):
-    world["key"].provider_configs.update(allowed_models=["gpt-4o-mini", "gpt-4o",
-                                                         "claude-3-5-haiku-latest"])
+    configs = world["key"].provider_configs
+    configs.filter(provider=world["openai"]).update(allowed_models=["gpt-4o-mini", "gpt-4o"])
+    configs.filter(provider=world["claude"]).update(allowed_models=["claude-3-5-haiku-latest"])
     alias = ModelAliasFactory(name="smart", strategy="priority")
     ModelAliasRouteFactory(alias=alias, provider=world["claude"], model="claude-3-5-haiku-latest",
                            priority=0)
     ModelAliasRouteFactory(alias=alias, provider=world["openai"], model="gpt-4o", priority=1)
     gateway.reload()
-    bare = post(gateway, world, {**CHAT, "model": "gpt-4o-mini"})
-    assert bare.status_code == 200
-    assert bare.headers["x-gateway-provider"] in ("mock", "claude")
+    for model, provider in (("gpt-4o-mini", "mock"), ("claude-3-5-haiku-latest", "claude")):
+        bare = post(gateway, world, {**CHAT, "model": model})
+        assert bare.status_code == 200
+        assert bare.headers["x-gateway-provider"] == provider  # the one config allowing it
+        assert bare.headers["x-gateway-model"] == model
     aliased = post(gateway, world, {**CHAT, "model": "smart"})
     assert aliased.headers["x-gateway-provider"] == "claude"
     assert aliased.headers["x-gateway-model"] == "claude-3-5-haiku-latest"
@@ -355,3 +367,4 @@ def test_a_provider_config_allowing_no_keys_is_403_saying_why(gateway, world):
     assert world["mock"].requests == []
     gateway.flush()
     assert not UsageRecord.objects.exists()  # never reached a provider: no usage
+

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 
 import httpx
 import pytest
 
+from bench.mock_upstream import DEFAULT_CONTENT
 from tests.conftest import make_token
 from tests.factories import BudgetFactory, RateLimitFactory
 
 CHAT = {"model": "mock/gpt-4o-mini", "messages": [{"role": "user", "content": "hello " * 50}]}
+# What the mock counts for CHAT: 300 prompt characters / 4, and its default reply.
+TOKENS_PER_REQUEST = 75 + math.ceil(len(DEFAULT_CONTENT) / 4)
 
 
-def infer(gateway, world, count=1):
-    for _ in range(count):
-        response = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT,
-                              headers={"authorization": f"Bearer {world['secret']}"})
-        assert response.status_code == 200
+def infer(gateway, world):
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT,
+                          headers={"authorization": f"Bearer {world['secret']}"})
+    assert response.status_code == 200
     return response
 
 
@@ -48,41 +51,51 @@ def test_quota_reports_live_usage_remaining_and_spend_by_model(limited, gateway,
                                          "requests": 3}]
     rate = body["rate_limit"]
     assert rate["request_current_usage"] == 3 and rate["request_remaining"] == 97
-    assert 0 < rate["token_current_usage"] < 100_000
+    assert rate["token_current_usage"] == 3 * TOKENS_PER_REQUEST
+    assert rate["token_remaining"] == 100_000 - 3 * TOKENS_PER_REQUEST
     assert world["secret"] not in response.text
 
 
-@pytest.mark.parametrize(("headers", "status"), [
-    ({}, 401), ({"authorization": "Bearer sk-gw-unknown"}, 401),
-    ({"authorization": "Basic abc"}, 401),
+@pytest.mark.parametrize(("headers", "message"), [
+    ({}, "Missing virtual key"),
+    ({"authorization": "Bearer sk-gw-unknown"}, "Virtual key not found"),
+    ({"authorization": "Basic abc"}, "Missing virtual key"),
+    ({"authorization": "Bearer sk-gw-" + "x" * 32}, "Virtual key not found"),
 ])
-def test_quota_authentication(gateway, world, headers, status):
+def test_quota_authentication(gateway, world, headers, message):
     response = httpx.get(f"{gateway.url}/api/governance/virtual-keys/quota", headers=headers)
-    assert response.status_code == status
-    assert response.json()["error"]["message"]
+    assert response.status_code == 401
+    error = response.json()["error"]
+    assert error["type"] == "authentication_error"
+    assert error["message"].startswith(message)
 
 
 def test_from_memory_lists_are_arrays_with_live_usage(limited, gateway, world, staff_user):
-    token = make_token(staff_user)
-    infer(gateway, world, 2)
-    headers = {"authorization": f"Bearer {token}"}
-    keys = httpx.get(f"{gateway.url}/api/governance/virtual-keys?from_memory=true",
-                     headers=headers).json()
-    assert isinstance(keys["virtual_keys"], list) and keys["count"] == 1
-    rates = httpx.get(f"{gateway.url}/api/governance/rate-limits?from_memory=true",
-                      headers=headers).json()
-    [rate] = rates["rate_limits"]
-    assert rate["request_current_usage"] == 2  # live, before any flush
+    headers = {"authorization": f"Bearer {make_token(staff_user)}"}
+    spent = sum(Decimal(infer(gateway, world).headers["x-gateway-cost-usd"]) for _ in range(2))
+    live = {path: httpx.get(f"{gateway.url}/api/governance/{path}?from_memory=true",
+                            headers=headers).json()[path.replace("-", "_")]
+            for path in ("virtual-keys", "rate-limits", "budgets", "teams", "customers",
+                         "model-configs", "providers")}
+    # live, before any flush: the two requests and their tokens and cost
+    [key] = live["virtual-keys"]
+    [rate] = live["rate-limits"]
+    [budget] = live["budgets"]
+    assert key["name"] == "app"
+    assert key["rate_limit"] == rate and key["budgets"] == [budget]
+    assert (rate["request_current_usage"], rate["token_current_usage"]) == \
+        (2, 2 * TOKENS_PER_REQUEST)
+    assert budget["current_usage"] == pytest.approx(float(spent), rel=1e-9)
+    assert [team["name"] for team in live["teams"]] == ["research"]
+    assert [customer["name"] for customer in live["customers"]] == ["acme"]
+    assert live["model-configs"] == [] and live["providers"] == []  # none in this world
     database = httpx.get(f"{gateway.url}/api/governance/rate-limits", headers=headers).json()
     assert database["rate_limits"][0]["request_current_usage"] == 0
-    for path in ("teams", "customers", "budgets", "model-configs", "providers"):
-        body = httpx.get(f"{gateway.url}/api/governance/{path}?from_memory=true",
-                         headers=headers).json()
-        key = path.replace("-", "_")
-        assert isinstance(body[key], list), path
 
 
 def test_from_memory_without_a_data_plane_is_503(api):
     response = api.get("/api/governance/virtual-keys?from_memory=true")
     assert response.status_code == 503
-    assert response.json()["error"]["type"] == "api_error"
+    error = response.json()["error"]
+    assert error["type"] == "api_error"
+    assert "this process serves no inference traffic" in error["message"]

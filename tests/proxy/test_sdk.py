@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 
 import anthropic
@@ -9,8 +10,16 @@ import httpx
 import openai
 import pytest
 
+from bench.mock_upstream import DEFAULT_CHUNKS, DEFAULT_CONTENT, DEFAULT_EMBEDDING_DIMENSIONS
 from governance.models import UsageRecord
 from tests.factories import BudgetFactory, RateLimitFactory
+
+# The mock answers DEFAULT_CONTENT and counts ceil(characters / 4) tokens (at least 1).
+REPLY_TOKENS = math.ceil(len(DEFAULT_CONTENT) / 4)
+
+
+def tokens(*texts):
+    return max(1, math.ceil(sum(len(text) for text in texts) / 4))
 
 
 def openai_client(gateway, secret, **kwargs):
@@ -31,8 +40,10 @@ def test_chat_completion(gateway, world):
         raw = client.chat.completions.with_raw_response.create(
             model="mock/gpt-4o-mini", messages=[{"role": "user", "content": "Hello there"}])
     completion = raw.parse()
-    assert completion.choices[0].message.content
-    assert completion.usage.prompt_tokens > 0
+    assert completion.choices[0].message.content == DEFAULT_CONTENT
+    assert completion.choices[0].finish_reason == "stop"
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == \
+        (tokens("Hello there"), REPLY_TOKENS)
     headers = raw.headers
     assert headers["x-gateway-provider"] == "mock"
     assert headers["x-gateway-model"] == "gpt-4o-mini"
@@ -43,11 +54,14 @@ def test_chat_completion(gateway, world):
     upstream = world["mock"].requests[-1]
     assert upstream.headers["authorization"] == "Bearer mock-ok"
     assert upstream.headers["x-request-id"] == headers["x-request-id"]
+    assert upstream.json["model"] == "gpt-4o-mini"
     gateway.flush()
     [record] = records()
     assert record.request_id == headers["x-request-id"]
-    assert (record.provider, record.resolved_model, record.status_code) == \
-        ("mock", "gpt-4o-mini", 200)
+    assert (record.provider, record.requested_model, record.resolved_model) == \
+        ("mock", "mock/gpt-4o-mini", "gpt-4o-mini")
+    assert (record.request_type, record.is_stream, record.status_code) == \
+        ("chat_completion", False, 200)
     assert record.prompt_tokens == completion.usage.prompt_tokens
     assert record.completion_tokens == completion.usage.completion_tokens
     assert record.cost == Decimal(headers["x-gateway-cost-usd"])
@@ -57,11 +71,15 @@ def test_chat_completion(gateway, world):
 
 def test_client_request_id_is_echoed_and_forwarded(gateway, world):
     with openai_client(gateway, world["secret"]) as client:
-        raw = client.chat.completions.with_raw_response.create(
+        echoed = [client.chat.completions.with_raw_response.create(
             model="mock/gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
-            extra_headers={"x-request-id": "trace-42"})
-    assert raw.headers["x-request-id"] == "trace-42"
-    assert world["mock"].requests[-1].headers["x-request-id"] == "trace-42"
+            extra_headers={"x-request-id": "trace-42"}).headers["x-request-id"]
+            for _ in range(2)]  # a client may reuse its id
+    assert echoed == ["trace-42", "trace-42"]
+    assert [request.headers["x-request-id"] for request in world["mock"].requests] == \
+        ["trace-42", "trace-42"]
+    gateway.flush()
+    assert len(records()) == 2  # each request still has its own usage record
 
 
 def test_stream_with_usage(gateway, world):
@@ -70,40 +88,71 @@ def test_stream_with_usage(gateway, world):
             model="mock/gpt-4o-mini", messages=[{"role": "user", "content": "Stream please"}],
             stream=True, stream_options={"include_usage": True})
         chunks = list(stream)
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    content = [c.choices[0].delta.content for c in chunks[:-1] if c.choices[0].delta.content]
+    assert "".join(content) == DEFAULT_CONTENT and len(content) == DEFAULT_CHUNKS
+    assert all(chunk.usage is None for chunk in chunks[:-1])
+    usage_chunk = chunks[-1]  # the usage rides alone on the last chunk
+    assert usage_chunk.choices == []
+    assert (usage_chunk.usage.prompt_tokens, usage_chunk.usage.completion_tokens) == \
+        (tokens("Stream please"), REPLY_TOKENS)
     gateway.flush()
     [record] = records()
-    assert record.is_stream and record.completion_tokens == chunks[-1].usage.completion_tokens
+    assert (record.request_type, record.is_stream) == ("chat_completion_stream", True)
+    assert (record.prompt_tokens, record.completion_tokens) == \
+        (tokens("Stream please"), REPLY_TOKENS)
 
 
 def test_stream_without_usage_hides_the_usage_chunk_but_bills_it(gateway, world):
+    messages = [{"role": "user", "content": "Stream"}]
     with openai_client(gateway, world["secret"]) as client:
-        chunks = list(client.chat.completions.create(
-            model="mock/gpt-4o-mini", messages=[{"role": "user", "content": "Stream"}],
-            stream=True))
-    assert all(chunk.usage is None for chunk in chunks)
-    assert world["mock"].requests[-1].json["stream_options"] == {"include_usage": True}
+        chunks = list(client.chat.completions.create(model="mock/gpt-4o-mini",
+                                                     messages=messages, stream=True))
+        same = client.chat.completions.with_raw_response.create(model="mock/gpt-4o-mini",
+                                                                messages=messages)
+    assert all(chunk.usage is None and chunk.choices for chunk in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == DEFAULT_CONTENT
+    assert world["mock"].requests[0].json["stream_options"] == {"include_usage": True}
     gateway.flush()
-    [record] = records()
-    assert record.completion_tokens > 0 and record.cost > 0
+    streamed = UsageRecord.objects.get(is_stream=True)
+    assert (streamed.prompt_tokens, streamed.completion_tokens) == (tokens("Stream"), REPLY_TOKENS)
+    assert streamed.cost == Decimal(same.headers["x-gateway-cost-usd"]) > 0  # same tokens
 
 
 def test_embeddings_and_models(gateway, world):
+    world["key"].provider_configs.filter(provider=world["claude"]).update(
+        allowed_models=["claude-3-5-haiku-latest"])
+    gateway.reload()
     with openai_client(gateway, world["secret"]) as client:
         result = client.embeddings.create(model="mock/text-embedding-3-small", input="hello")
-        models = [model.id for model in client.models.list()]
-    assert len(result.data[0].embedding) > 0
-    assert result.usage.prompt_tokens > 0
-    assert "mock/gpt-4o-mini" in models
-    assert any(name.startswith("claude/claude") for name in models)
+        models = {model.id: model.owned_by for model in client.models.list()}
+    assert [len(item.embedding) for item in result.data] == [DEFAULT_EMBEDDING_DIMENSIONS]
+    assert result.usage.prompt_tokens == tokens("hello")
+    [upstream] = world["mock"].requests  # the model list is the gateway's own
+    assert (upstream.path, upstream.json["model"]) == ("/v1/embeddings", "text-embedding-3-small")
+    # claude: its one allowed model; mock (every model allowed): its catalog models
+    assert {name for name in models if not name.startswith("mock/")} == \
+        {"claude/claude-3-5-haiku-latest"}
+    assert {"mock/gpt-4o-mini", "mock/text-embedding-3-small"} <= set(models)
+    assert all(owner == name.split("/")[0] for name, owner in models.items()), models
+    gateway.flush()
+    [record] = records()
+    assert (record.request_type, record.prompt_tokens, record.completion_tokens) == \
+        ("embedding", tokens("hello"), 0)
 
 
 def test_completions(gateway, world):
     with openai_client(gateway, world["secret"]) as client:
         result = client.completions.create(model="mock/gpt-4o-mini", prompt="Say hi")
-    assert result.choices[0].text
+    assert result.object == "text_completion"
+    assert result.choices[0].text == DEFAULT_CONTENT
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == \
+        (tokens("Say hi"), REPLY_TOKENS)
+    upstream = world["mock"].requests[-1]
+    assert upstream.path == "/v1/completions" and upstream.json["prompt"] == "Say hi"
+    gateway.flush()
+    [record] = records()
+    assert (record.request_type, record.prompt_tokens, record.completion_tokens) == \
+        ("text_completion", tokens("Say hi"), REPLY_TOKENS)
 
 
 @pytest.mark.parametrize(("secret", "exception", "code"), [
@@ -119,6 +168,7 @@ def test_authentication_errors(gateway, world, secret, exception, code):
                                        messages=[{"role": "user", "content": "x"}])
     assert caught.value.code == code
     assert caught.value.response.headers["x-request-id"]
+    assert world["mock"].requests == []
 
 
 def test_blocked_model_is_403(gateway, world):
@@ -170,10 +220,19 @@ def test_anthropic_messages_native(gateway, world):
     with anthropic_client(gateway, world["secret"]) as client:
         message = client.messages.create(model="claude/claude-3-5-haiku-latest", max_tokens=50,
                                          messages=[{"role": "user", "content": "Hello"}])
-    assert message.content[0].text
-    assert message.usage.input_tokens > 0
+    assert [block.text for block in message.content] == [DEFAULT_CONTENT]
+    assert message.stop_reason == "end_turn"
+    assert (message.usage.input_tokens, message.usage.output_tokens) == \
+        (tokens("Hello"), REPLY_TOKENS)
     upstream = world["mock"].requests[-1]
     assert upstream.path == "/v1/messages" and upstream.headers["x-api-key"] == "mock-ok"
+    assert upstream.json["model"] == "claude-3-5-haiku-latest"
+    assert upstream.json["max_tokens"] == 50
+    gateway.flush()
+    [record] = records()
+    assert (record.provider, record.request_type, record.prompt_tokens,
+            record.completion_tokens) == ("claude", "chat_completion", tokens("Hello"),
+                                          REPLY_TOKENS)
 
 
 def test_anthropic_messages_stream(gateway, world):
@@ -182,10 +241,12 @@ def test_anthropic_messages_stream(gateway, world):
             messages=[{"role": "user", "content": "Hello"}]) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
-    assert text and final.usage.output_tokens > 0
+    assert text == DEFAULT_CONTENT
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (tokens("Hello"), REPLY_TOKENS)
     gateway.flush()
     [record] = records()
-    assert record.completion_tokens == final.usage.output_tokens
+    assert (record.provider, record.is_stream) == ("claude", True)
+    assert (record.prompt_tokens, record.completion_tokens) == (tokens("Hello"), REPLY_TOKENS)
 
 
 def test_anthropic_errors_have_anthropic_shape(gateway, world):
@@ -208,13 +269,17 @@ def test_openai_client_reaches_a_claude_model_through_translation(gateway, world
             model="claude/claude-3-5-haiku-latest", messages=[{"role": "user", "content": "Hi"}],
             stream=True, stream_options={"include_usage": True}))
     assert completion.object == "chat.completion"
-    assert completion.choices[0].message.content
-    assert completion.usage.completion_tokens > 0
+    assert completion.choices[0].message.content == DEFAULT_CONTENT
+    assert completion.choices[0].finish_reason == "stop"  # from end_turn
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == \
+        (tokens("Be brief", "Hello"), REPLY_TOKENS)
     upstream = world["mock"].requests[0]
     assert upstream.path == "/v1/messages"
     assert upstream.json["system"] == "Be brief" and upstream.json["max_tokens"] == 20
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert chunks[-1].usage is not None
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
+        DEFAULT_CONTENT
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == \
+        (tokens("Hi"), REPLY_TOKENS)
 
 
 def test_anthropic_client_reaches_an_openai_model_through_translation(gateway, world):
@@ -225,10 +290,15 @@ def test_anthropic_client_reaches_an_openai_model_through_translation(gateway, w
         with client.messages.stream(model="mock/gpt-4o-mini", max_tokens=30,
                                     messages=[{"role": "user", "content": "Hi"}]) as stream:
             text = "".join(stream.text_stream)
-    assert message.type == "message" and message.content[0].text
-    assert text
+    assert message.type == "message"
+    assert [block.text for block in message.content] == [DEFAULT_CONTENT]
+    assert message.stop_reason == "end_turn"  # from stop
+    assert (message.usage.input_tokens, message.usage.output_tokens) == \
+        (tokens("terse", "Hello"), REPLY_TOKENS)
+    assert text == DEFAULT_CONTENT
     upstream = world["mock"].requests[0]
     assert upstream.path == "/v1/chat/completions"
+    assert upstream.json["model"] == "gpt-4o-mini"
     assert upstream.json["messages"][0] == {"role": "system", "content": "terse"}
 
 
