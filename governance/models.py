@@ -346,10 +346,15 @@ class UsageRecord(models.Model):
 
     Owners are kept as plain ids plus names rather than foreign keys: history survives the
     deletion of a key, team or provider, and the flush never fails on a vanished row.
+
+    ``request_id`` is the id the client saw in ``x-request-id``: its own when it sent one, so
+    it may repeat. ``event_id`` is unique to the request (the same as ``request_id`` when the
+    gateway made that up): a redelivered usage event is a no-op.
     """
 
     id = models.BigAutoField(primary_key=True)
-    request_id = models.CharField(max_length=128, unique=True)
+    event_id = models.CharField(max_length=128, unique=True)
+    request_id = models.CharField(max_length=128, db_index=True)
     created_at = models.DateTimeField(db_index=True)
     # Filters by key, team or customer use the (owner, created_at) indexes below; a
     # single-column index beside each would only slow the usage flush down.

@@ -2,7 +2,7 @@
 
 The data plane emits one :class:`UsageEvent` per request that reached an upstream; it never
 writes the database. ``flush_usage`` (``governance/tasks.py``) drains events into
-``UsageRecord`` rows; ``request_id`` is unique there, so a redelivered event is harmless.
+``UsageRecord`` rows; an event's ``key`` is unique there, so a redelivered event is harmless.
 
 - :class:`MemorySink`: an in-process buffer (embedded mode). ``drain`` hands out a batch and
   ``ack`` forgets it; a batch that is never acked (the flush failed) is handed out again.
@@ -62,6 +62,14 @@ class UsageEvent:        # four times the construction cost, once per request
     routing_rule_id: str | None = None
     routing_rule_name: str = ""
     fallback_index: int = 0
+    # Unique to the request when ``request_id`` is not (a client may send the same
+    # ``x-request-id`` twice); empty when ``request_id`` is the gateway's own, unique id.
+    event_id: str = ""
+
+    @property
+    def key(self) -> str:
+        """What makes this event's record unique (``UsageRecord.event_id``)."""
+        return self.event_id or self.request_id
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))

@@ -2,7 +2,7 @@
 production and on an in-process timer in the embedded mode (``governance/runtime.py``).
 
 - ``flush_usage`` (every 2 s): usage events → ``UsageRecord`` in bulk (idempotent: the unique
-  ``request_id`` makes a redelivered event a no-op), then live ledger counters are copied into
+  ``event_id`` makes a redelivered event a no-op), then live ledger counters are copied into
   ``Budget.current_usage`` / ``RateLimit.*_current_usage`` for the admin.
 - ``record_resets`` (every 10 s): ``last_reset`` of windows that rolled. Bookkeeping only: a
   reset is the start of a new window key in the ledger and needs no job to happen.
@@ -47,7 +47,7 @@ FLUSH_BATCH = 5000
 
 # The record columns, in the order :func:`_insert_plan`'s row function gives their values.
 RECORD_COLUMNS = (
-    "request_id", "created_at", "virtual_key_id", "virtual_key_name", "team_id",
+    "event_id", "request_id", "created_at", "virtual_key_id", "virtual_key_name", "team_id",
     "customer_id", "provider", "provider_key_id", "requested_model", "resolved_model",
     "request_type", "is_stream", "status_code", "error_type", "prompt_tokens",
     "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost",
@@ -66,7 +66,7 @@ _INSERT_PLANS: dict[str, _InsertPlan] = {}
 
 
 def _insert_plan(connection: Any) -> _InsertPlan:
-    """``INSERT ... ON CONFLICT (request_id) DO NOTHING`` for every concrete field but the
+    """``INSERT ... ON CONFLICT (event_id) DO NOTHING`` for every concrete field but the
     primary key (SQLite and PostgreSQL both speak it), and a function from an event to its
     row: what saving a ``UsageRecord`` would send (texts cut to their columns, datetimes and
     decimals through the backend's adapters, UUIDs through the field's own conversion,
@@ -90,6 +90,7 @@ def _insert_plan(connection: Any) -> _InsertPlan:
 
     def row(event: UsageEvent) -> tuple[Any, ...]:
         return (
+            event.key,
             event.request_id,
             when(from_timestamp(event.created_at, utc)),
             uuid(event.virtual_key_id or None),
@@ -122,20 +123,20 @@ def _insert_plan(connection: Any) -> _InsertPlan:
     columns = ", ".join(quote(fields[name].column) for name in RECORD_COLUMNS)
     placeholders = ", ".join(["%s"] * len(RECORD_COLUMNS))
     sql = (f"INSERT INTO {quote(UsageRecord._meta.db_table)} ({columns}) "
-           f"VALUES ({placeholders}) ON CONFLICT ({quote('request_id')}) DO NOTHING")
+           f"VALUES ({placeholders}) ON CONFLICT ({quote('event_id')}) DO NOTHING")
     plan = _INSERT_PLANS[connection.vendor] = _InsertPlan(sql, row)
     return plan
 
 
 def write_records(events: Sequence[UsageEvent]) -> int:
     """Insert records for ``events``; already-recorded request ids are skipped (the unique
-    ``request_id`` makes a redelivered event a no-op). Returns the rows inserted.
+    ``event_id`` makes a redelivered event a no-op). Returns the rows inserted.
 
     One ``INSERT ... ON CONFLICT DO NOTHING`` executemany; the driver's row count (the sum
     over the statement's rows, on SQLite and psycopg alike) is the number inserted."""
     if not events:
         return 0
-    unique = {event.request_id: event for event in events}
+    unique = {event.key: event for event in events}
     with transaction.atomic():
         connection = transaction.get_connection()
         plan = _insert_plan(connection)

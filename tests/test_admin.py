@@ -160,7 +160,8 @@ def _audit_event(user) -> AuditEvent:
 
 def _usage_record(user) -> UsageRecord:
     return UsageRecord.objects.create(
-        request_id="req-1", created_at=timezone.now(), virtual_key_name="key-a",
+        event_id="req-1", request_id="req-1", created_at=timezone.now(),
+        virtual_key_name="key-a",
         provider="openai", requested_model="gpt-4o", resolved_model="gpt-4o",
         request_type="chat_completion", status_code=200, prompt_tokens=10,
         completion_tokens=5, cost=Decimal("0.0001"), latency_ms=12.5,

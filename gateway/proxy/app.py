@@ -184,8 +184,8 @@ class Call:
     receive: Receive
     send: Send
     started: float
-    request_id: str
-    ledger_id: str
+    request_id: str  # x-request-id: the client's own when it sent a valid one
+    ledger_id: str  # unique: the request id when the gateway made it up, else a new id
     headers: dict[str, str]
     operation: str
     dialect: str
@@ -725,7 +725,9 @@ class InferenceApp:
         total_ms = (time.perf_counter() - call.started) * 1000
         customer_id = identity.effective_customer[0] if identity is not None else ""
         event = UsageEvent(
-            request_id=call.ledger_id, created_at=time.time(), provider=candidate.provider,
+            request_id=call.request_id,
+            event_id=call.ledger_id if call.ledger_id != call.request_id else "",
+            created_at=time.time(), provider=candidate.provider,
             requested_model=call.body.get("model", ""), resolved_model=candidate.model,
             request_type=call.request_type, status_code=status,
             virtual_key_id=key.id if key is not None else None,

@@ -79,6 +79,7 @@ class UsageFilterForm(forms.Form):
 
 
 class UsageRecordFilter(django_filters.FilterSet):
+    request_id = django_filters.CharFilter(max_length=128)  # x-request-id, exact
     virtual_key_id = django_filters.UUIDFilter()
     team_id = django_filters.UUIDFilter()
     customer_id = django_filters.UUIDFilter()

@@ -35,6 +35,8 @@ from governance.usage import GROUP_BY_CHOICES, format_cost, summarize_usage
 
 TAGS = ["Usage"]
 FILTER_PARAMETERS = [
+    OpenApiParameter("request_id", str,
+                     description="The x-request-id the client got back, exact."),
     OpenApiParameter("virtual_key_id", OpenApiTypes.UUID),
     OpenApiParameter("team_id", OpenApiTypes.UUID),
     OpenApiParameter("customer_id", OpenApiTypes.UUID),
@@ -47,7 +49,7 @@ FILTER_PARAMETERS = [
                      description="ISO 8601 time, exclusive (no offset: UTC)."),
 ]
 RECORD_FIELDS = (
-    "id", "request_id", "created_at", "virtual_key_id", "virtual_key_name", "team_id",
+    "id", "request_id", "event_id", "created_at", "virtual_key_id", "virtual_key_name", "team_id",
     "customer_id", "provider", "provider_key_id", "requested_model", "resolved_model",
     "request_type", "is_stream", "status_code", "error_type", "prompt_tokens",
     "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost",
@@ -71,7 +73,8 @@ def usage_record(item: UsageRecord) -> dict[str, Any]:
             value = timestamp(value)
         elif name == "cost":
             value = format_cost(value)
-        elif name.endswith("_id") and name != "request_id" and value is not None:
+        elif name.endswith("_id") and name not in ("request_id", "event_id") \
+                and value is not None:
             value = str(value)
         data[name] = value
     return data

@@ -29,6 +29,7 @@ class UsageRecordFactory(factory.django.DjangoModelFactory):
         model = UsageRecord
 
     request_id = factory.Sequence(lambda n: f"req-{n}")
+    event_id = factory.LazyAttribute(lambda record: record.request_id)
     created_at = factory.Sequence(lambda n: T0 + dt.timedelta(minutes=n))
     provider = "openai"
     requested_model = "gpt-4o"
@@ -94,6 +95,18 @@ def test_records_have_every_field_and_come_newest_first(api):
     assert (item["is_stream"], item["status_code"], item["error_type"]) == (
         True, 429, "rate_limited")
     assert (item["cached_tokens"], item["reasoning_tokens"], item["latency_ms"]) == (3, 2, 12.5)
+
+
+def test_records_filter_by_the_request_id_clients_saw(api):
+    """A client may send the same x-request-id twice: both records carry it."""
+    UsageRecordFactory(request_id="trace-42", event_id="e1")
+    UsageRecordFactory(request_id="trace-42", event_id="e2")
+    UsageRecordFactory(request_id="trace-43")
+    assert records_of(api.get(f"{RECORDS}?request_id=trace-42")) == ["trace-42", "trace-42"]
+    assert records_of(api.get(f"{RECORDS}?request_id=' OR 1=1 --")) == []
+    assert records_of(api.get(f"{RECORDS}?request_id=trace-4")) == []  # exact, not a prefix
+    body = assert_error(api.get(f"{RECORDS}?request_id={'x' * 129}"), 400)
+    assert "request_id" in str(body)
 
 
 def test_records_are_always_paginated(api):

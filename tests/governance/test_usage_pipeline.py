@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import orjson
 import pytest
 import redis
 import time_machine
@@ -96,6 +97,25 @@ def test_flush_twice_and_redelivery_never_double_count():
     assert UsageRecord.objects.count() == 4
     record = UsageRecord.objects.get(request_id="r0")
     assert record.cost == Decimal("0.0015") and record.prompt_tokens == 10
+
+
+@pytest.mark.django_db
+def test_a_client_request_id_used_twice_keeps_both_records_and_redelivery_neither():
+    first = event("trace-42", event_id="gw-1", prompt_tokens=1)
+    second = event("trace-42", event_id="gw-2", prompt_tokens=2)
+    assert write_records([first, second]) == 2
+    assert write_records([first, second]) == 0  # redelivered: keyed by event id
+    assert sorted(UsageRecord.objects.filter(request_id="trace-42")
+                  .values_list("event_id", "prompt_tokens")) == [("gw-1", 1), ("gw-2", 2)]
+    own = event("gw-3")  # the gateway's own request id is unique: it is the event id too
+    assert write_records([own, own]) == 1
+    assert UsageRecord.objects.get(request_id="gw-3").event_id == "gw-3"
+
+
+def test_an_event_queued_before_event_ids_existed_is_keyed_by_its_request_id():
+    legacy = orjson.loads(event("r-old").to_json())
+    del legacy["event_id"]
+    assert UsageEvent.from_json(orjson.dumps(legacy)).key == "r-old"
 
 
 @pytest.mark.django_db

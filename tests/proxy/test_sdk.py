@@ -79,7 +79,9 @@ def test_client_request_id_is_echoed_and_forwarded(gateway, world):
     assert [request.headers["x-request-id"] for request in world["mock"].requests] == \
         ["trace-42", "trace-42"]
     gateway.flush()
-    assert len(records()) == 2  # each request still has its own usage record
+    first, second = records()  # each request still has its own usage record...
+    assert (first.request_id, second.request_id) == ("trace-42", "trace-42")  # ...under its id
+    assert first.event_id != second.event_id
 
 
 def test_stream_with_usage(gateway, world):
