@@ -789,21 +789,30 @@ class InferenceApp:
         headers.append(self._overhead(call))
         call.response_started = True
         status, error_type = 200, ""
-        disconnected = asyncio.Event()
+        disconnected = finished = False
 
         async def watch() -> None:
+            """The client went away: close the upstream response, which ends the read the
+            stream is waiting on at once (and the provider's request with it). A server
+            reports a disconnect once the response is complete, too: that one is not."""
+            nonlocal disconnected
             while True:
                 message = await call.receive()
                 if message["type"] == "http.disconnect":
-                    disconnected.set()
+                    if not finished:
+                        disconnected = True
+                        response.close()
                     return
 
-        async def pump() -> None:
+        # One task watches the client; the stream itself is pumped by this request's own
+        # task (a second task and asyncio.wait cost more than the rest of a short stream).
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
             await call.send({"type": "http.response.start", "status": 200,
                              "headers": headers})
             await call.send({"type": "http.response.body", "body": relay.take(),
                              "more_body": True})
-            while not relay.done:
+            while not relay.done and not disconnected:
                 chunk = await reader.readany()
                 if not chunk:
                     relay.end()
@@ -813,34 +822,26 @@ class InferenceApp:
                 if out:
                     await call.send({"type": "http.response.body", "body": out,
                                      "more_body": True})
-            await call.send({"type": "http.response.body", "body": b"", "more_body": False})
-
-        watcher = asyncio.ensure_future(watch())
-        pumping = asyncio.ensure_future(pump())
-        try:
-            await asyncio.wait({watcher, pumping}, return_when=asyncio.FIRST_COMPLETED)
-            if not pumping.done():
-                pumping.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pumping
-                status, error_type = 499, "client_disconnected"
-            elif pumping.exception() is not None:
-                exc = pumping.exception()
-                if isinstance(exc, (aiohttp.ClientError, OSError, TimeoutError)):
-                    status, error_type = 502, "upstream_stream_error"
-                    logger.warning("stream %s from %s broke: %r", call.request_id,
-                                   provider.name, exc)
-                    with contextlib.suppress(Exception):
-                        await call.send({"type": "http.response.body",
-                                         "body": relay.error_event(provider.name),
-                                         "more_body": False})
-                else:
-                    status, error_type = 499, "client_disconnected"
+            if not disconnected:
+                await call.send({"type": "http.response.body", "body": b"",
+                                 "more_body": False})
+                finished = True
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if not disconnected:
+                status, error_type = 502, "upstream_stream_error"
+                logger.warning("stream %s from %s broke: %r", call.request_id, provider.name,
+                               exc)
+                with contextlib.suppress(Exception):
+                    await call.send({"type": "http.response.body",
+                                     "body": relay.error_event(provider.name),
+                                     "more_body": False})
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             response.close()
+        if disconnected:
+            status, error_type = 499, "client_disconnected"
         usage = relay.usage_or_estimate(call.prompt_tokens_estimate)
         cost = self._cost(call, candidate, key, usage)
         call.upstream_ms = max((time.perf_counter() - sent_at) * 1000, call.upstream_ms)
