@@ -807,6 +807,7 @@ class InferenceApp:
         # One task watches the client; the stream itself is pumped by this request's own
         # task (a second task and asyncio.wait cost more than the rest of a short stream).
         watcher = asyncio.get_running_loop().create_task(watch())
+        stopped: asyncio.CancelledError | None = None
         try:
             await call.send({"type": "http.response.start", "status": 200,
                              "headers": headers})
@@ -835,6 +836,9 @@ class InferenceApp:
                     await call.send({"type": "http.response.body",
                                      "body": relay.error_event(provider.name),
                                      "more_body": False})
+        except asyncio.CancelledError as exc:  # the server stopped waiting for this stream
+            stopped = exc
+            status, error_type = 503, "gateway_shutdown"
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -847,6 +851,8 @@ class InferenceApp:
         call.upstream_ms = max((time.perf_counter() - sent_at) * 1000, call.upstream_ms)
         await self._settle(call, state, candidate, index, key, admission, usage, cost,
                            status=status, error_type=error_type)
+        if stopped is not None:  # billed what was streamed; now stop as asked
+            raise stopped
         return None
 
 
