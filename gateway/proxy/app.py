@@ -772,7 +772,7 @@ class InferenceApp:
             return Failure(UpstreamTimeout(
                 f"Provider '{provider.name}' sent no stream data within "
                 f"{provider.first_byte_timeout_ms} ms"))
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, translation.TranslationError) as exc:
             response.close()
             breaker.failure(state.breakers.clock())
             return Failure(UpstreamError(
@@ -827,7 +827,8 @@ class InferenceApp:
                 await call.send({"type": "http.response.body", "body": b"",
                                  "more_body": False})
                 finished = True
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError,
+                translation.TranslationError) as exc:  # the provider's stream broke
             if not disconnected:
                 status, error_type = 502, "upstream_stream_error"
                 logger.warning("stream %s from %s broke: %r", call.request_id, provider.name,
@@ -836,6 +837,13 @@ class InferenceApp:
                     await call.send({"type": "http.response.body",
                                      "body": relay.error_event(provider.name),
                                      "more_body": False})
+        except Exception:  # a bug of ours: the stream ends, what it carried is still billed
+            logger.exception("stream %s from %s failed", call.request_id, provider.name)
+            status, error_type = 500, "internal_error"
+            with contextlib.suppress(Exception):
+                await call.send({"type": "http.response.body",
+                                 "body": relay.error_event(provider.name),
+                                 "more_body": False})
         except asyncio.CancelledError as exc:  # the server stopped waiting for this stream
             stopped = exc
             status, error_type = 503, "gateway_shutdown"

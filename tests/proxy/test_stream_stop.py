@@ -1,6 +1,8 @@
-"""A stream the server stops waiting for (its graceful-shutdown timeout ran out, and it
-cancels the request's task) is still billed for what was streamed, released from the
-ledger, and recorded, before the cancellation goes on."""
+"""Streams that end early on the gateway's side are billed for what they streamed and
+recorded: one the server stops waiting for (its graceful-shutdown timeout ran out, and it
+cancels the request's task), before the cancellation goes on, and one that breaks in the
+middle (a provider stream that cannot be translated, or a bug of ours), which the client
+sees end with an error event."""
 
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
+from gateway.proxy.app import StreamRelay
+from gateway.proxy.translation import TranslationError
 from governance.models import UsageRecord, VirtualKey
 
 
@@ -71,3 +76,34 @@ def test_a_stream_cut_by_a_server_stop_is_billed_for_what_was_streamed(gateway, 
                        json={"model": "mock/gpt-4o-mini",
                              "messages": [{"role": "user", "content": "again"}]})
     assert after.status_code == 200
+
+
+@pytest.mark.parametrize(("error", "status", "error_type"), [
+    (TranslationError("choices[0].delta.tool_calls[0]: arguments arrived after the tool "
+                      "call was closed"), 502, "upstream_stream_error"),
+    (RuntimeError("a bug"), 500, "internal_error"),
+])
+def test_a_stream_that_breaks_midway_ends_with_an_error_event_and_is_billed(
+        gateway, world, monkeypatch, error, status, error_type):
+    feed = StreamRelay.feed
+    calls = 0
+
+    def breaks_on_the_third_chunk(relay: StreamRelay, chunk: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise error
+        feed(relay, chunk)
+
+    monkeypatch.setattr(StreamRelay, "feed", breaks_on_the_third_chunk)
+    body = {"model": "mock/gpt-4o-mini", "stream": True, "mock": {"chunks": 8, "chunk_delay_ms": 20},
+            "messages": [{"role": "user", "content": "hello"}]}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=10,
+                      headers={"authorization": f"Bearer {world['secret']}"}) as response:
+        assert response.status_code == 200
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert '"error"' in events[-1] and "[DONE]" not in events[-1]
+    gateway.flush()
+    [record] = UsageRecord.objects.all()
+    assert (record.status_code, record.error_type) == (status, error_type)
+    assert record.completion_tokens > 0 and record.cost > 0
