@@ -416,7 +416,12 @@ class InferenceApp:
         max_tokens = call.body.get("max_tokens") or call.body.get("max_completion_tokens")
         denial: LimitExceeded | None = None
         failure: Failure | None = None
-        last: tuple[Any, Any, Admission, int] | None = None
+        # The failed candidate that answers if no later one does. One that reached its
+        # provider is recorded even when every later candidate is skipped; it stays admitted
+        # (``held``, and is settled at the end) until another candidate is admitted.
+        last: tuple[Any, Any, Admission, int, Failure] | None = None
+        held = False
+        final_index = len(resolution.candidates) - 1
         for index, candidate in enumerate(resolution.candidates):
             provider = snapshot.providers.get(candidate.provider)
             if provider is None or not provider.enabled:
@@ -438,8 +443,9 @@ class InferenceApp:
                 continue
             try:
                 upstream_body = self._upstream_body(call, exchange, candidate.model)
-            except translation.TranslationError as exc:
-                raise BadRequest(str(exc)) from None
+            except translation.TranslationError as exc:  # e.g. n: 2 for a Claude model
+                failure = failure or Failure(BadRequest(str(exc)))
+                continue
             limits = governor.limits_for(snapshot, key, candidate.provider, candidate.model)
             reservation = governor.reservation(  # the estimate matters only to limits
                 snapshot.pricer, provider=candidate.provider, model=candidate.model,
@@ -447,6 +453,9 @@ class InferenceApp:
                 max_output_tokens=0 if call.operation == "embeddings" else max_tokens,
                 virtual_key_id=key.id if key is not None else None) if limits else NOTHING
             admission_id = call.ledger_id if index == 0 else f"{call.ledger_id}#{index}"
+            if held:  # one admission at a time: a concurrency limit of 1 still falls back
+                await governor.release(last[2])  # type: ignore[index]
+                held = False
             try:
                 admission = await governor.admit(admission_id, limits, reservation)
             except LimitExceeded as exc:
@@ -470,27 +479,29 @@ class InferenceApp:
                 return  # answered, settled and recorded
             failure = outcome
             failure.reached = call.upstream_attempts > attempts_before
-            last = (candidate, provider, admission, index)
-            if outcome.final:
-                break
-            if index < len(resolution.candidates) - 1:
+            answers = failure.reached or failure.final or index == final_index
+            if answers and (last is None or failure.reached or not last[4].reached):
+                last, held = (candidate, provider, admission, index, failure), True
+            else:  # an earlier failure that reached its provider answers instead
                 await governor.release(admission)
-                last = None
+            if failure.final:
+                break
         if last is None:
             if denial is not None:
                 raise denial
             raise failure.error if failure is not None else NoProviderAvailable()
-        assert failure is not None
-        candidate, provider, admission, index = last
-        await self._finish_failure(call, state, candidate, provider, admission, index, failure)
+        await self._finish_failure(call, state, *last, held=held)
 
     async def _finish_failure(self, call: Call, state: ProxyState, candidate: Any,
                               provider: Any, admission: Admission, index: int,
-                              failure: Failure) -> None:
-        """The last candidate failed: answer with its error. If it reached the provider,
-        settle (the request counts) and record it; otherwise give the reservation back."""
+                              failure: Failure, *, held: bool) -> None:
+        """No candidate answered: answer with this failure. If it reached the provider,
+        record it and, while still ``held``, settle it (the request counts); otherwise give
+        the reservation back. (It is no longer held when a later candidate was admitted and
+        failed without reaching its provider, or was denied.)"""
         if not failure.reached:
-            await state.runtime.governor.release(admission)
+            if held:
+                await state.runtime.governor.release(admission)
             await self._send_error(call, failure.error)
             return
         if failure.response is not None and failure.final:
@@ -504,7 +515,8 @@ class InferenceApp:
             error = failure.error
             await self._send_error(call, error)
             status = error.status_code
-        await state.runtime.governor.settle(admission, LedgerUsage())
+        if held:
+            await state.runtime.governor.settle(admission, LedgerUsage())
         await self._record(call, state, candidate, index, status=status,
                            error_type=failure.error.code, usage=None, cost_nanos=0,
                            priced=True, provider_key_id="")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 
 import aiohttp
 
@@ -10,8 +12,13 @@ from gateway.conf import gateway_settings
 from gateway.proxy.app import InferenceApp, ProxyState
 from governance.runtime import GovernanceRuntime
 
+logger = logging.getLogger(__name__)
+
 # Connections per upstream host kept open for reuse; 0 would mean unlimited.
 CONNECTION_LIMIT = 1000
+# At shutdown, how long requests the server cancelled get to settle and emit their usage
+# before the final flush.
+SETTLE_WAIT_S = 5.0
 
 
 def new_session() -> aiohttp.ClientSession:
@@ -43,11 +50,20 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-async def stop_data_plane(app: InferenceApp) -> None:
+async def stop_data_plane(app: InferenceApp, settle_wait_s: float = SETTLE_WAIT_S) -> None:
+    """After the server stopped waiting for its requests (and cancelled those left, which
+    settle and record what they used as they stop): wait for them, then the final flush."""
     state = app.state
     if state is None:
         return
     app.state = None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settle_wait_s
+    while app.active and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    if app.active:
+        logger.warning("shutdown: %d requests had not settled after %.0f s; their usage is "
+                       "not flushed", app.active, settle_wait_s)
     try:
         await state.runtime.stop()
     finally:
