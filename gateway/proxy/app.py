@@ -101,6 +101,9 @@ UNCOUNTED_MAX_BYTES = 256 * 1024
 ROUTE_HEADERS_CACHE_MAX = 10_000
 MAX_FALLBACKS = 10
 NOTHING = Reservation()  # what a request with no limits reserves
+# What ends a stream on the provider's side (anything else that ends one is a bug of ours).
+STREAM_BREAKS = (aiohttp.ClientError, OSError, TimeoutError, translation.TranslationError)
+END_OF_STREAM_WAIT_S = 1.0  # for the last bytes of a stream cut short
 
 
 def _fail(field_name: str, problem: str) -> BadRequest:
@@ -723,11 +726,22 @@ class InferenceApp:
                       status: int, error_type: str) -> None:
         tokens = (usage.input_tokens + usage.output_tokens) if usage is not None else 0
         cost_nanos, priced = cost
-        await state.runtime.governor.settle(admission, LedgerUsage(cost_nanos=cost_nanos,
-                                                                   tokens=tokens))
-        await self._record(call, state, candidate, index, status=status, error_type=error_type,
-                           usage=usage, cost_nanos=cost_nanos, priced=priced,
-                           provider_key_id=key.id)
+
+        async def settle_and_record() -> None:
+            await state.runtime.governor.settle(admission, LedgerUsage(cost_nanos=cost_nanos,
+                                                                       tokens=tokens))
+            await self._record(call, state, candidate, index, status=status,
+                               error_type=error_type, usage=usage, cost_nanos=cost_nanos,
+                               priced=priced, provider_key_id=key.id)
+
+        try:
+            await settle_and_record()
+        except asyncio.CancelledError:
+            # Cancelled on the way (the server is stopping): both steps are idempotent (a
+            # second settle finds nothing to do, a second event has the same key), so once
+            # more where no cancellation reaches, then stop.
+            await asyncio.shield(settle_and_record())
+            raise
 
     async def _record(self, call: Call, state: ProxyState, candidate: Any, index: int, *,
                       status: int, error_type: str, usage: Usage | None, cost_nanos: int,
@@ -789,6 +803,9 @@ class InferenceApp:
             breaker.failure(state.breakers.clock())
             return Failure(UpstreamError(
                 f"Provider '{provider.name}' dropped the stream: {type(exc).__name__}"))
+        except BaseException:  # cancelled, or a bug of ours: the connection is not reused
+            response.close()
+            raise
         if not relay.output:
             response.close()
             breaker.failure(state.breakers.clock())
@@ -820,6 +837,7 @@ class InferenceApp:
         # task (a second task and asyncio.wait cost more than the rest of a short stream).
         watcher = asyncio.get_running_loop().create_task(watch())
         stopped: asyncio.CancelledError | None = None
+        broken: Exception | None = None
         try:
             await call.send({"type": "http.response.start", "status": 200,
                              "headers": headers})
@@ -839,41 +857,65 @@ class InferenceApp:
                 await call.send({"type": "http.response.body", "body": b"",
                                  "more_body": False})
                 finished = True
-        except (aiohttp.ClientError, OSError, TimeoutError,
-                translation.TranslationError) as exc:  # the provider's stream broke
-            if not disconnected:
-                status, error_type = 502, "upstream_stream_error"
-                logger.warning("stream %s from %s broke: %r", call.request_id, provider.name,
-                               exc)
-                with contextlib.suppress(Exception):
-                    await call.send({"type": "http.response.body",
-                                     "body": relay.error_event(provider.name),
-                                     "more_body": False})
-        except Exception:  # a bug of ours: the stream ends, what it carried is still billed
-            logger.exception("stream %s from %s failed", call.request_id, provider.name)
-            status, error_type = 500, "internal_error"
-            with contextlib.suppress(Exception):
-                await call.send({"type": "http.response.body",
-                                 "body": relay.error_event(provider.name),
-                                 "more_body": False})
         except asyncio.CancelledError as exc:  # the server stopped waiting for this stream
             stopped = exc
-            status, error_type = 503, "gateway_shutdown"
+        except Exception as exc:  # the provider's stream broke, or a bug of ours
+            broken = exc
         finally:
             watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await watcher
+            except asyncio.CancelledError as exc:  # the watcher's own, or this task's too
+                task = asyncio.current_task()
+                if stopped is None and task is not None and task.cancelling():
+                    stopped = exc
             response.close()
         if disconnected:
             status, error_type = 499, "client_disconnected"
+        elif stopped is not None or broken is not None:
+            if stopped is not None:
+                status, error_type = 503, "gateway_shutdown"
+                message = "The gateway is stopping; the stream was cut"
+            elif isinstance(broken, STREAM_BREAKS):
+                status, error_type = 502, "upstream_stream_error"
+                logger.warning("stream %s from %s broke: %r", call.request_id, provider.name,
+                               broken)
+                message = f"Provider '{provider.name}' stream ended unexpectedly"
+            else:
+                status, error_type = 500, "internal_error"
+                logger.error("stream %s from %s failed", call.request_id, provider.name,
+                             exc_info=broken)
+                message = "The gateway failed while relaying this stream"
+            # What was ready, then an error event the client's SDK raises, then the end.
+            stopped = await self._end_stream(
+                call, relay.take() + relay.error_event(message, error_type), stopped)
         usage = relay.usage_or_estimate(call.prompt_tokens_estimate)
         cost = self._cost(call, candidate, key, usage)
         call.upstream_ms = max((time.perf_counter() - sent_at) * 1000, call.upstream_ms)
-        await self._settle(call, state, candidate, index, key, admission, usage, cost,
-                           status=status, error_type=error_type)
+        try:
+            await self._settle(call, state, candidate, index, key, admission, usage, cost,
+                               status=status, error_type=error_type)
+        except asyncio.CancelledError as exc:  # settled and recorded all the same
+            stopped = stopped or exc
         if stopped is not None:  # billed what was streamed; now stop as asked
             raise stopped
         return None
+
+    @staticmethod
+    async def _end_stream(call: Call, body: bytes,
+                          stopped: asyncio.CancelledError | None
+                          ) -> asyncio.CancelledError | None:
+        """The last bytes of a stream cut short, sent if the client still takes them within
+        a second; a cancellation that arrives meanwhile is returned, for the caller to
+        re-raise once the usage is recorded."""
+        try:
+            await asyncio.wait_for(call.send({"type": "http.response.body", "body": body,
+                                              "more_body": False}), END_OF_STREAM_WAIT_S)
+        except asyncio.CancelledError as exc:
+            return stopped or exc
+        except Exception:  # the client went away or stopped reading
+            pass
+        return stopped
 
 
 class StreamRelay:
@@ -1044,12 +1086,12 @@ class StreamRelay:
                      cached_read_tokens=usage.cached_read_tokens if usage else 0,
                      output_tokens=completion)
 
-    def error_event(self, provider_name: str) -> bytes:
-        message = f"Provider '{provider_name}' stream ended unexpectedly"
+    def error_event(self, message: str, code: str) -> bytes:
+        """The event that ends a stream cut short, in the client's dialect."""
         if self.openai_client:
             return b"data: " + orjson.dumps({"error": {"message": message,
                                                        "type": "api_error",
-                                                       "code": "upstream_error"}}) + b"\n\n"
+                                                       "code": code}}) + b"\n\n"
         return translation.sse_event("error", {"type": "error", "error": {
             "type": "api_error", "message": message}})
 

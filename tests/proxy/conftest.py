@@ -41,7 +41,7 @@ def free_port() -> int:
 class GatewayServer:
     """uvicorn serving ``gateway.asgi.application`` in a thread with its own event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, graceful_shutdown_s: float = 10) -> None:
         from gateway.asgi import application, inference_application
 
         self.port = free_port()
@@ -49,7 +49,7 @@ class GatewayServer:
         self.inference = inference_application
         config = uvicorn.Config(application, host="127.0.0.1", port=self.port, lifespan="on",
                                 log_level="warning", loop="asyncio", http="h11",
-                                timeout_graceful_shutdown=10)
+                                timeout_graceful_shutdown=graceful_shutdown_s)
         self.server = uvicorn.Server(config)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)

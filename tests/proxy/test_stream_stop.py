@@ -16,7 +16,9 @@ import pytest
 
 from gateway.proxy.app import StreamRelay
 from gateway.proxy.translation import TranslationError
+from governance.engine import Governor
 from governance.models import UsageRecord, VirtualKey
+from tests.proxy.conftest import GatewayServer
 
 
 def scope(secret: str) -> dict[str, Any]:
@@ -28,12 +30,13 @@ def scope(secret: str) -> dict[str, Any]:
             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
 
 
-async def stream_then_cancel(app: Any, secret: str, chunks_before_stop: int) -> list[bytes]:
+async def stream_then_cancel(app: Any, secret: str,
+                             chunks_before_stop: int) -> list[dict[str, Any]]:
     body = orjson.dumps({"model": "mock/gpt-4o-mini", "stream": True,
                          "messages": [{"role": "user", "content": "hello"}],
                          "mock": {"chunks": 50, "chunk_delay_ms": 50}})
     delivered = False
-    bodies: list[bytes] = []
+    bodies: list[dict[str, Any]] = []
     enough = asyncio.Event()
 
     async def receive() -> dict[str, Any]:
@@ -44,8 +47,8 @@ async def stream_then_cancel(app: Any, secret: str, chunks_before_stop: int) -> 
         return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.body" and message.get("body"):
-            bodies.append(message["body"])
+        if message["type"] == "http.response.body":
+            bodies.append(message)
             if len(bodies) >= chunks_before_stop:
                 enough.set()
 
@@ -63,13 +66,14 @@ def test_a_stream_cut_by_a_server_stop_is_billed_for_what_was_streamed(gateway, 
     gateway.reload()
     bodies = gateway.call(stream_then_cancel(gateway.inference, world["secret"], 5), 20)
 
-    assert b"".join(bodies).count(b"data: ") >= 5
+    assert b"".join(message["body"] for message in bodies).count(b"data: ") >= 5
+    last = bodies[-1]  # the client is told, and its stream ends
+    assert last["more_body"] is False and b'"code":"gateway_shutdown"' in last["body"]
     gateway.flush()
     [record] = UsageRecord.objects.all()
     assert (record.status_code, record.error_type, record.is_stream) == (
         503, "gateway_shutdown", True)
     assert record.completion_tokens > 0 and record.cost > 0
-    assert gateway.inference.active == 0
     # Its place under the key's concurrency limit of 1 was given back.
     after = httpx.post(f"{gateway.url}/v1/chat/completions", timeout=10,
                        headers={"authorization": f"Bearer {world['secret']}"},
@@ -96,14 +100,47 @@ def test_a_stream_that_breaks_midway_ends_with_an_error_event_and_is_billed(
         feed(relay, chunk)
 
     monkeypatch.setattr(StreamRelay, "feed", breaks_on_the_third_chunk)
-    body = {"model": "mock/gpt-4o-mini", "stream": True, "mock": {"chunks": 8, "chunk_delay_ms": 20},
+    body = {"model": "mock/gpt-4o-mini", "stream": True,
+            "mock": {"chunks": 8, "chunk_delay_ms": 20},
             "messages": [{"role": "user", "content": "hello"}]}
     with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=10,
                       headers={"authorization": f"Bearer {world['secret']}"}) as response:
         assert response.status_code == 200
         events = [line for line in response.iter_lines() if line.startswith("data: ")]
-    assert '"error"' in events[-1] and "[DONE]" not in events[-1]
+    error = orjson.loads(events[-1].removeprefix("data: "))["error"]
+    assert error["code"] == error_type
+    assert ("Provider 'mock'" in error["message"]) is (status == 502)  # ours: not its fault
     gateway.flush()
     [record] = UsageRecord.objects.all()
     assert (record.status_code, record.error_type) == (status, error_type)
     assert record.completion_tokens > 0 and record.cost > 0
+
+
+def test_a_server_stop_waits_for_a_cut_stream_to_be_recorded(world, monkeypatch):
+    """Through uvicorn's own shutdown: after its graceful wait it cancels the stream and runs
+    the lifespan shutdown at once; the final flush waits for the stream to settle, even a
+    slow settle (a Redis round trip, say)."""
+    settle = Governor.settle
+
+    async def slow_settle(self, *args, **kwargs):
+        await asyncio.sleep(0.3)
+        return await settle(self, *args, **kwargs)
+
+    monkeypatch.setattr(Governor, "settle", slow_settle)
+    server = GatewayServer(graceful_shutdown_s=0.5).start()
+    body = {"model": "mock/gpt-4o-mini", "stream": True,
+            "messages": [{"role": "user", "content": "hello"}],
+            "mock": {"chunks": 100, "chunk_delay_ms": 50}}
+    received: list[str] = []
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=20,
+                      headers={"authorization": f"Bearer {world['secret']}"}) as response:
+        lines = response.iter_lines()
+        received += [next(lines) for _ in range(6)]
+        server.stop()  # returns once uvicorn and its lifespan shutdown are done
+        with contextlib.suppress(httpx.HTTPError):
+            received += list(lines)
+    assert not server.thread.is_alive()
+    [record] = UsageRecord.objects.all()  # written by the shutdown flush
+    assert (record.status_code, record.error_type) == (503, "gateway_shutdown")
+    assert record.completion_tokens > 0
+    assert any("gateway_shutdown" in line for line in received)
