@@ -353,8 +353,8 @@ class UsageRecord(models.Model):
     """
 
     id = models.BigAutoField(primary_key=True)
-    event_id = models.CharField(max_length=128, unique=True)
-    request_id = models.CharField(max_length=128, db_index=True)
+    event_id = models.CharField(max_length=128)  # unique: Meta.constraints
+    request_id = models.CharField(max_length=128)  # indexed: Meta.indexes
     created_at = models.DateTimeField(db_index=True)
     # Filters by key, team or customer use the (owner, created_at) indexes below; a
     # single-column index beside each would only slow the usage flush down.
@@ -362,10 +362,10 @@ class UsageRecord(models.Model):
     virtual_key_name = models.CharField(max_length=255, blank=True)
     team_id = models.UUIDField(null=True, blank=True)
     customer_id = models.UUIDField(null=True, blank=True)
-    provider = models.CharField(max_length=50, db_index=True)
+    provider = models.CharField(max_length=50)  # indexed: Meta.indexes
     provider_key_id = models.UUIDField(null=True, blank=True)
     requested_model = models.CharField(max_length=255)
-    resolved_model = models.CharField(max_length=255, db_index=True)
+    resolved_model = models.CharField(max_length=255)  # indexed: Meta.indexes
     request_type = models.CharField(max_length=40)
     is_stream = models.BooleanField(default=False)
     status_code = models.PositiveSmallIntegerField()
@@ -385,7 +385,16 @@ class UsageRecord(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Declared here rather than with unique=/db_index= on the fields: on PostgreSQL those
+        # add a second, LIKE-prefix index to each column, which nothing queries and every
+        # usage insert would pay for.
+        constraints = [
+            models.UniqueConstraint(fields=["event_id"], name="usage_event_id_unique"),
+        ]
         indexes = [
+            models.Index(fields=["request_id"], name="usage_request_id_idx"),
+            models.Index(fields=["provider"], name="usage_provider_idx"),
+            models.Index(fields=["resolved_model"], name="usage_model_idx"),
             models.Index(fields=["virtual_key_id", "created_at"], name="usage_key_time_idx"),
             models.Index(fields=["team_id", "created_at"], name="usage_team_time_idx"),
             models.Index(fields=["customer_id", "created_at"], name="usage_customer_time_idx"),

@@ -129,7 +129,7 @@ def _insert_plan(connection: Any) -> _InsertPlan:
 
 
 def write_records(events: Sequence[UsageEvent]) -> int:
-    """Insert records for ``events``; already-recorded request ids are skipped (the unique
+    """Insert records for ``events``; events already recorded are skipped (the unique
     ``event_id`` makes a redelivered event a no-op). Returns the rows inserted.
 
     One ``INSERT ... ON CONFLICT DO NOTHING`` executemany; the driver's row count (the sum

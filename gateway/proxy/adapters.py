@@ -65,7 +65,7 @@ def exchange_for(operation: str, kind: str) -> Exchange:
     provider of ``kind``; :class:`UnsupportedOperation` when that provider cannot serve it."""
     exchange = EXCHANGES.get((operation, kind))
     if exchange is None:
-        raise UnsupportedOperation(f"Provider kind {kind} does not serve {operation}")
+        raise UnsupportedOperation(f"provider kind {kind} does not serve {operation}")
     return exchange
 
 

@@ -773,7 +773,7 @@ class InferenceApp:
         try:
             await state.runtime.sink.emit(event)
         except Exception:  # the sink buffers on its own; never fail an answered request
-            logger.exception("usage event for %s could not be emitted", call.ledger_id)
+            logger.exception("usage event for %s could not be emitted", call.request_id)
 
     # -- streaming ------------------------------------------------------------------------------
 

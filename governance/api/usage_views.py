@@ -49,12 +49,12 @@ FILTER_PARAMETERS = [
                      description="ISO 8601 time, exclusive (no offset: UTC)."),
 ]
 RECORD_FIELDS = (
-    "id", "request_id", "event_id", "created_at", "virtual_key_id", "virtual_key_name", "team_id",
+    "id", "request_id", "created_at", "virtual_key_id", "virtual_key_name", "team_id",
     "customer_id", "provider", "provider_key_id", "requested_model", "resolved_model",
     "request_type", "is_stream", "status_code", "error_type", "prompt_tokens",
     "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost",
     "priced", "latency_ms", "overhead_ms", "routing_rule_id", "routing_rule_name",
-    "fallback_index",
+    "fallback_index", "event_id",  # last: CSV readers that go by position keep working
 )
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")

@@ -1,6 +1,7 @@
 """``UsageRecord.request_id`` becomes the id the client saw (its own ``x-request-id`` when it
 sent one, which may repeat); the unique key of a record moves to ``event_id``. Existing
-records keep their request id as their event id."""
+records keep their request id as their event id. The indexes of the record's text columns
+are declared in ``Meta`` so that PostgreSQL builds no LIKE-prefix twin beside each."""
 
 from django.db import migrations, models
 from django.db.models import F
@@ -27,11 +28,37 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name="usagerecord",
             name="event_id",
-            field=models.CharField(max_length=128, unique=True),
+            field=models.CharField(max_length=128),
+        ),
+        migrations.AddConstraint(
+            model_name="usagerecord",
+            constraint=models.UniqueConstraint(fields=["event_id"], name="usage_event_id_unique"),
         ),
         migrations.AlterField(
             model_name="usagerecord",
             name="request_id",
-            field=models.CharField(db_index=True, max_length=128),
+            field=models.CharField(max_length=128),
+        ),
+        migrations.AddIndex(
+            model_name="usagerecord",
+            index=models.Index(fields=["request_id"], name="usage_request_id_idx"),
+        ),
+        migrations.AlterField(
+            model_name="usagerecord",
+            name="provider",
+            field=models.CharField(max_length=50),
+        ),
+        migrations.AddIndex(
+            model_name="usagerecord",
+            index=models.Index(fields=["provider"], name="usage_provider_idx"),
+        ),
+        migrations.AlterField(
+            model_name="usagerecord",
+            name="resolved_model",
+            field=models.CharField(max_length=255),
+        ),
+        migrations.AddIndex(
+            model_name="usagerecord",
+            index=models.Index(fields=["resolved_model"], name="usage_model_idx"),
         ),
     ]

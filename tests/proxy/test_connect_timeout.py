@@ -48,7 +48,6 @@ def test_a_provider_that_never_accepts_times_out_on_connect(gateway, world, unan
     assert error["code"] == "upstream_timeout"
     assert "connect 300 ms" in error["message"]
     assert 0.6 <= elapsed < 5  # two attempts of 300 ms each, nowhere near 30 s
-    assert world["mock"].requests == []
     gateway.flush()
     [record] = UsageRecord.objects.all()
     assert (record.status_code, record.error_type, record.provider) == (
