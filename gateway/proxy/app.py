@@ -204,6 +204,10 @@ class Call:
     response_started: bool = False
     prompt_tokens_estimate: int = 0
     upstream_attempts: int = 0
+    # Set while a provider works on an attempt (from sending it to having its answer), with
+    # the provider key it went out with: what a request cut by a server stop is billed for.
+    provider_working: bool = False
+    provider_key: Any = None
 
     @property
     def wants_usage_chunk(self) -> bool:
@@ -471,6 +475,18 @@ class InferenceApp:
             try:
                 outcome = await self._try_candidate(call, state, candidate, provider, config,
                                                     exchange, upstream_body, admission, index)
+            except asyncio.CancelledError:  # the server stopped waiting for this request
+                if call.provider_working and not call.response_started:
+                    # Cut while the provider worked on it: it bills what it was sent, so the
+                    # gateway bills the prompt too (estimated) and records the request.
+                    usage = Usage(input_tokens=call.prompt_tokens_estimate)
+                    await self._settle(call, state, candidate, index, call.provider_key,
+                                       admission, usage,
+                                       self._cost(call, candidate, call.provider_key, usage),
+                                       status=503, error_type="gateway_shutdown")
+                else:  # nothing to bill, or already settled (a second release is a no-op)
+                    await governor.release(admission)
+                raise
             except BaseException:
                 await governor.release(admission)
                 raise
@@ -593,6 +609,7 @@ class InferenceApp:
             sent_at = time.perf_counter()
             retry_after = None
             call.upstream_attempts += 1
+            call.provider_working, call.provider_key = True, key
             try:
                 response = await state.session.post(request.url, data=body,
                                                     headers=request.headers, timeout=timeout)
@@ -645,6 +662,7 @@ class InferenceApp:
                         breaker.success()
                         return Failure(UpstreamError(f"Provider answered {status}"), upstream,
                                        final=True)
+            call.provider_working = False
             if attempt >= provider.max_retries:
                 assert last is not None  # every attempt that comes here failed
                 return last

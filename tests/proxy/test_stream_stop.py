@@ -1,8 +1,9 @@
-"""Streams that end early on the gateway's side are billed for what they streamed and
-recorded: one the server stops waiting for (its graceful-shutdown timeout ran out, and it
-cancels the request's task), before the cancellation goes on, and one that breaks in the
-middle (a provider stream that cannot be translated, or a bug of ours), which the client
-sees end with an error event."""
+"""Requests that end early on the gateway's side are billed for what they used and
+recorded. A stream the server stops waiting for (its graceful-shutdown timeout ran out, and
+it cancels the request's task), before the cancellation goes on; a stream that breaks in
+the middle (a provider stream that cannot be translated, or a bug of ours), which the client
+sees end with an error event; a request cut while its provider works on it, for the prompt
+it sent."""
 
 from __future__ import annotations
 
@@ -144,3 +145,49 @@ def test_a_server_stop_waits_for_a_cut_stream_to_be_recorded(world, monkeypatch)
     assert (record.status_code, record.error_type) == (503, "gateway_shutdown")
     assert record.completion_tokens > 0
     assert any("gateway_shutdown" in line for line in received)
+
+
+async def request_then_cancel(app: Any, secret: str, mock: Any) -> None:
+    body = orjson.dumps({"model": "mock/gpt-4o-mini",
+                         "messages": [{"role": "user", "content": "x" * 400}],
+                         "mock": {"delay_ms": 5000}})
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if delivered:
+            await asyncio.Event().wait()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        raise AssertionError(f"nothing is answered before the stop: {message}")
+
+    task = asyncio.ensure_future(app(scope(secret), receive, send))
+    for _ in range(500):  # until the provider has the request
+        if mock.requests:
+            break
+        await asyncio.sleep(0.01)
+    assert mock.requests
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+
+
+def test_a_request_cut_while_its_provider_works_on_it_is_billed_for_its_prompt(gateway,
+                                                                              world):
+    VirtualKey.objects.filter(pk=world["key"].pk).update(max_concurrent_requests=1)
+    gateway.reload()
+    gateway.call(request_then_cancel(gateway.inference, world["secret"], world["mock"]), 20)
+    gateway.flush()
+    [record] = UsageRecord.objects.all()
+    assert (record.status_code, record.error_type, record.is_stream) == (
+        503, "gateway_shutdown", False)
+    assert record.prompt_tokens >= 100 and record.completion_tokens == 0  # 400 characters
+    assert record.cost > 0
+    after = httpx.post(f"{gateway.url}/v1/chat/completions", timeout=10,
+                       headers={"authorization": f"Bearer {world['secret']}"},
+                       json={"model": "mock/gpt-4o-mini",
+                             "messages": [{"role": "user", "content": "again"}]})
+    assert after.status_code == 200  # the concurrency slot was given back
