@@ -429,82 +429,91 @@ class InferenceApp:
         last: tuple[Any, Any, Admission, int, Failure] | None = None
         held = False
         final_index = len(resolution.candidates) - 1
-        for index, candidate in enumerate(resolution.candidates):
-            provider = snapshot.providers.get(candidate.provider)
-            if provider is None or not provider.enabled:
-                failure = failure or Failure(NoProviderAvailable(
-                    f"Provider '{candidate.provider}' is not configured or disabled"))
-                continue
-            try:
-                config = governor.authorize(key, candidate.provider, candidate.model)
-            except GatewayError:
-                if index == 0:
+        try:
+            for index, candidate in enumerate(resolution.candidates):
+                provider = snapshot.providers.get(candidate.provider)
+                if provider is None or not provider.enabled:
+                    failure = failure or Failure(NoProviderAvailable(
+                        f"Provider '{candidate.provider}' is not configured or disabled"))
+                    continue
+                try:
+                    config = governor.authorize(key, candidate.provider, candidate.model)
+                except GatewayError:
+                    if index == 0:
+                        raise
+                    continue
+                try:  # before admitting: a candidate that cannot serve the request is skipped
+                    exchange = exchange_for(call.operation, provider.kind)
+                except UnsupportedOperation as exc:  # e.g. embeddings on an Anthropic provider
+                    failure = failure or Failure(BadRequest(
+                        f"'{candidate.provider}/{candidate.model}' cannot answer "
+                        f"{call.scope['path']}: {exc}"))
+                    continue
+                try:
+                    upstream_body = self._upstream_body(call, exchange, candidate.model)
+                except translation.TranslationError as exc:  # e.g. n: 2 for a Claude model
+                    failure = failure or Failure(BadRequest(str(exc)))
+                    continue
+                limits = governor.limits_for(snapshot, key, candidate.provider, candidate.model)
+                reservation = governor.reservation(  # the estimate matters only to limits
+                    snapshot.pricer, provider=candidate.provider, model=candidate.model,
+                    request_type=base_type, prompt_tokens=call.prompt_tokens_estimate,
+                    max_output_tokens=0 if call.operation == "embeddings" else max_tokens,
+                    virtual_key_id=key.id if key is not None else None) if limits else NOTHING
+                admission_id = call.ledger_id if index == 0 else f"{call.ledger_id}#{index}"
+                if held:  # one admission at a time: a concurrency limit of 1 still falls back
+                    held = False
+                    await asyncio.shield(governor.release(last[2]))  # type: ignore[index]
+                try:
+                    admission = await governor.admit(admission_id, limits, reservation)
+                except LimitExceeded as exc:
+                    denial = denial or exc
+                    continue
+                state.stats.started(candidate.provider, candidate.model)
+                attempts_before = call.upstream_attempts
+                outcome: Failure | None = None
+                upstream_started = time.perf_counter()
+                try:
+                    outcome = await self._try_candidate(call, state, candidate, provider, config,
+                                                        exchange, upstream_body, admission, index)
+                except asyncio.CancelledError:  # the server stopped waiting for this request
+                    if call.provider_working and not call.response_started:
+                        # Cut while the provider worked on it: it bills what it was sent, so the
+                        # gateway bills the prompt too (estimated) and records the request.
+                        usage = Usage(input_tokens=call.prompt_tokens_estimate)
+                        await self._settle(call, state, candidate, index, call.provider_key,
+                                           admission, usage,
+                                           self._cost(call, candidate, call.provider_key, usage),
+                                           status=503, error_type="gateway_shutdown")
+                    else:  # nothing to bill, or already settled (a second release is a no-op)
+                        await governor.release(admission)
                     raise
-                continue
-            try:  # before admitting: a candidate that cannot serve the request is skipped
-                exchange = exchange_for(call.operation, provider.kind)
-            except UnsupportedOperation as exc:  # e.g. embeddings on an Anthropic provider
-                failure = failure or Failure(BadRequest(
-                    f"'{candidate.provider}/{candidate.model}' cannot answer "
-                    f"{call.scope['path']}: {exc}"))
-                continue
-            try:
-                upstream_body = self._upstream_body(call, exchange, candidate.model)
-            except translation.TranslationError as exc:  # e.g. n: 2 for a Claude model
-                failure = failure or Failure(BadRequest(str(exc)))
-                continue
-            limits = governor.limits_for(snapshot, key, candidate.provider, candidate.model)
-            reservation = governor.reservation(  # the estimate matters only to limits
-                snapshot.pricer, provider=candidate.provider, model=candidate.model,
-                request_type=base_type, prompt_tokens=call.prompt_tokens_estimate,
-                max_output_tokens=0 if call.operation == "embeddings" else max_tokens,
-                virtual_key_id=key.id if key is not None else None) if limits else NOTHING
-            admission_id = call.ledger_id if index == 0 else f"{call.ledger_id}#{index}"
-            if held:  # one admission at a time: a concurrency limit of 1 still falls back
-                await governor.release(last[2])  # type: ignore[index]
-                held = False
-            try:
-                admission = await governor.admit(admission_id, limits, reservation)
-            except LimitExceeded as exc:
-                denial = denial or exc
-                continue
-            state.stats.started(candidate.provider, candidate.model)
-            attempts_before = call.upstream_attempts
-            outcome: Failure | None = None
-            upstream_started = time.perf_counter()
-            try:
-                outcome = await self._try_candidate(call, state, candidate, provider, config,
-                                                    exchange, upstream_body, admission, index)
-            except asyncio.CancelledError:  # the server stopped waiting for this request
-                if call.provider_working and not call.response_started:
-                    # Cut while the provider worked on it: it bills what it was sent, so the
-                    # gateway bills the prompt too (estimated) and records the request.
-                    usage = Usage(input_tokens=call.prompt_tokens_estimate)
-                    await self._settle(call, state, candidate, index, call.provider_key,
-                                       admission, usage,
-                                       self._cost(call, candidate, call.provider_key, usage),
-                                       status=503, error_type="gateway_shutdown")
-                else:  # nothing to bill, or already settled (a second release is a no-op)
+                except BaseException:
                     await governor.release(admission)
-                raise
-            except BaseException:
-                await governor.release(admission)
-                raise
-            finally:
-                latency = (time.perf_counter() - upstream_started) * 1000
-                state.stats.finished(candidate.provider, candidate.model,
-                                     latency if outcome is None else None)
-            if outcome is None:
-                return  # answered, settled and recorded
-            failure = outcome
-            failure.reached = call.upstream_attempts > attempts_before
-            answers = failure.reached or failure.final or index == final_index
-            if answers and (last is None or failure.reached or not last[4].reached):
-                last, held = (candidate, provider, admission, index, failure), True
-            else:  # an earlier failure that reached its provider answers instead
-                await governor.release(admission)
-            if failure.final:
-                break
+                    raise
+                finally:
+                    latency = (time.perf_counter() - upstream_started) * 1000
+                    state.stats.finished(candidate.provider, candidate.model,
+                                         latency if outcome is None else None)
+                if outcome is None:
+                    return  # answered, settled and recorded
+                failure = outcome
+                failure.reached = call.upstream_attempts > attempts_before
+                answers = failure.reached or failure.final or index == final_index
+                if answers and (last is None or failure.reached or not last[4].reached):
+                    last, held = (candidate, provider, admission, index, failure), True
+                else:  # an earlier failure that reached its provider answers instead
+                    await governor.release(admission)
+                if failure.final:
+                    break
+        except asyncio.CancelledError:  # stopped between candidates
+            if held and last is not None and last[4].reached:  # it would have answered
+                await self._settle(call, state, last[0], last[3], None, last[2], None, (0, True),
+                                   status=last[4].error.status_code,
+                                   error_type=last[4].error.code)
+            elif held and last is not None:
+                await governor.release(last[2])
+            raise
         if last is None:
             if denial is not None:
                 raise denial
@@ -523,22 +532,19 @@ class InferenceApp:
                 await state.runtime.governor.release(admission)
             await self._send_error(call, failure.error)
             return
-        if failure.response is not None and failure.final:
-            status, body, upstream_headers = failure.response
-            headers = self._raw_headers(call, state, candidate, index, None)
-            headers += forwarded_headers(upstream_headers)
-            headers.append(self._overhead(call))
-            call.response_started = True
-            await send_response(call.send, status, body, headers)
-        else:
-            error = failure.error
-            await self._send_error(call, error)
-            status = error.status_code
-        if held:
-            await state.runtime.governor.settle(admission, LedgerUsage())
-        await self._record(call, state, candidate, index, status=status,
-                           error_type=failure.error.code, usage=None, cost_nanos=0,
-                           priced=True, provider_key_id="")
+        provider_answer = failure.response if failure.final else None
+        status = provider_answer[0] if provider_answer else failure.error.status_code
+        # Recorded before the answer goes out: a server stop while it is sent loses nothing.
+        await self._settle(call, state, candidate, index, None, admission, None, (0, True),
+                           status=status, error_type=failure.error.code, held=held)
+        if provider_answer is None:
+            await self._send_error(call, failure.error)
+            return
+        headers = self._raw_headers(call, state, candidate, index, None)
+        headers += forwarded_headers(provider_answer[2])
+        headers.append(self._overhead(call))
+        call.response_started = True
+        await send_response(call.send, status, provider_answer[1], headers)
 
     # -- one candidate: keys, retries, breaker ---------------------------------------------
 
@@ -634,6 +640,7 @@ class InferenceApp:
                         return None
                     last = result
                 else:
+                    call.provider_working = False  # it answered: nothing more to bill
                     try:
                         payload = await response.read()
                     except (aiohttp.ClientError, OSError, TimeoutError):
@@ -727,9 +734,11 @@ class InferenceApp:
         headers += forwarded_headers(response.raw_headers)
         headers.append(self._overhead(call))
         call.response_started = True
-        await send_response(call.send, 200, payload, headers)
-        await self._settle(call, state, candidate, index, key, admission, usage, cost,
-                           status=200, error_type="")
+        try:
+            await send_response(call.send, 200, payload, headers)
+        finally:  # even if the server stops waiting meanwhile: the answer is the provider's
+            await self._settle(call, state, candidate, index, key, admission, usage, cost,
+                               status=200, error_type="")
         return None
 
     def _cost(self, call: Call, candidate: Any, key: Any,
@@ -741,16 +750,18 @@ class InferenceApp:
 
     async def _settle(self, call: Call, state: ProxyState, candidate: Any, index: int, key: Any,
                       admission: Admission, usage: Usage | None, cost: tuple[int, bool], *,
-                      status: int, error_type: str) -> None:
+                      status: int, error_type: str, held: bool = True) -> None:
+        """Settle the admission (unless no longer ``held``) and record the request."""
         tokens = (usage.input_tokens + usage.output_tokens) if usage is not None else 0
         cost_nanos, priced = cost
 
         async def settle_and_record() -> None:
-            await state.runtime.governor.settle(admission, LedgerUsage(cost_nanos=cost_nanos,
-                                                                       tokens=tokens))
+            if held:
+                await state.runtime.governor.settle(
+                    admission, LedgerUsage(cost_nanos=cost_nanos, tokens=tokens))
             await self._record(call, state, candidate, index, status=status,
                                error_type=error_type, usage=usage, cost_nanos=cost_nanos,
-                               priced=priced, provider_key_id=key.id)
+                               priced=priced, provider_key_id=key.id if key is not None else "")
 
         try:
             await settle_and_record()
@@ -887,6 +898,8 @@ class InferenceApp:
                 task = asyncio.current_task()
                 if stopped is None and task is not None and task.cancelling():
                     stopped = exc
+            except Exception:  # the server's receive failed: the stream is billed regardless
+                logger.exception("watching the client of stream %s failed", call.request_id)
             response.close()
         if disconnected:
             status, error_type = 499, "client_disconnected"
@@ -927,8 +940,9 @@ class InferenceApp:
         a second; a cancellation that arrives meanwhile is returned, for the caller to
         re-raise once the usage is recorded."""
         try:
-            await asyncio.wait_for(call.send({"type": "http.response.body", "body": body,
-                                              "more_body": False}), END_OF_STREAM_WAIT_S)
+            async with asyncio.timeout(END_OF_STREAM_WAIT_S):  # counts cancellations right
+                await call.send({"type": "http.response.body", "body": body,
+                                 "more_body": False})
         except asyncio.CancelledError as exc:
             return stopped or exc
         except Exception:  # the client went away or stopped reading

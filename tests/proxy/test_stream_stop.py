@@ -191,3 +191,52 @@ def test_a_request_cut_while_its_provider_works_on_it_is_billed_for_its_prompt(g
                        json={"model": "mock/gpt-4o-mini",
                              "messages": [{"role": "user", "content": "again"}]})
     assert after.status_code == 200  # the concurrency slot was given back
+
+
+async def answer_then_cancel(app: Any, secret: str, *, client_reads: bool) -> None:
+    """A non-stream request cancelled once its answer is being sent: to a client that does
+    not read (the send never completes), or to one that does, while the gateway settles."""
+    body = orjson.dumps({"model": "mock/gpt-4o-mini",
+                         "messages": [{"role": "user", "content": "hello"}]})
+    delivered = False
+    answering = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if delivered:
+            await asyncio.Event().wait()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            answering.set()
+            if not client_reads:
+                await asyncio.Event().wait()
+
+    task = asyncio.ensure_future(app(scope(secret), receive, send))
+    await asyncio.wait_for(answering.wait(), 10)
+    await asyncio.sleep(0.05)  # into the send that never ends, or the (slowed) settlement
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+
+
+@pytest.mark.parametrize("client_reads", [False, True], ids=["while sending", "while settling"])
+def test_an_answer_cut_by_a_server_stop_is_still_recorded_with_its_usage(
+        gateway, world, monkeypatch, client_reads):
+    if client_reads:
+        settle = Governor.settle
+
+        async def slow_settle(self, *args, **kwargs):
+            await asyncio.sleep(0.3)
+            return await settle(self, *args, **kwargs)
+
+        monkeypatch.setattr(Governor, "settle", slow_settle)
+    gateway.call(answer_then_cancel(gateway.inference, world["secret"],
+                                    client_reads=client_reads), 20)
+    gateway.flush()
+    [record] = UsageRecord.objects.all()
+    assert (record.status_code, record.error_type) == (200, "")
+    assert record.completion_tokens > 0 and record.cost > 0
