@@ -31,21 +31,28 @@ def scope(secret: str) -> dict[str, Any]:
             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
 
 
+def client_receive(body: bytes) -> Any:
+    """ASGI ``receive`` of a client that sends ``body`` and then stays connected."""
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if delivered:
+            await asyncio.Event().wait()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
 async def stream_then_cancel(app: Any, secret: str,
                              chunks_before_stop: int) -> list[dict[str, Any]]:
     body = orjson.dumps({"model": "mock/gpt-4o-mini", "stream": True,
                          "messages": [{"role": "user", "content": "hello"}],
                          "mock": {"chunks": 50, "chunk_delay_ms": 50}})
-    delivered = False
+    receive = client_receive(body)
     bodies: list[dict[str, Any]] = []
     enough = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if delivered:
-            await asyncio.Event().wait()  # the client stays
-        delivered = True
-        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body":
@@ -151,14 +158,7 @@ async def request_then_cancel(app: Any, secret: str, mock: Any) -> None:
     body = orjson.dumps({"model": "mock/gpt-4o-mini",
                          "messages": [{"role": "user", "content": "x" * 400}],
                          "mock": {"delay_ms": 5000}})
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if delivered:
-            await asyncio.Event().wait()
-        delivered = True
-        return {"type": "http.request", "body": body, "more_body": False}
+    receive = client_receive(body)
 
     async def send(message: dict[str, Any]) -> None:
         raise AssertionError(f"nothing is answered before the stop: {message}")
@@ -198,15 +198,8 @@ async def answer_then_cancel(app: Any, secret: str, *, client_reads: bool) -> No
     not read (the send never completes), or to one that does, while the gateway settles."""
     body = orjson.dumps({"model": "mock/gpt-4o-mini",
                          "messages": [{"role": "user", "content": "hello"}]})
-    delivered = False
+    receive = client_receive(body)
     answering = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if delivered:
-            await asyncio.Event().wait()
-        delivered = True
-        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body":
