@@ -404,6 +404,19 @@ class UsageRecord(models.Model):
         return self.request_id
 
 
+# Every column of a usage record but its primary key, in the one order the usage flush
+# inserts them and the usage API and its CSV return them (``event_id`` last: CSV readers that
+# go by position kept working when it was added).
+USAGE_RECORD_COLUMNS = (
+    "request_id", "created_at", "virtual_key_id", "virtual_key_name", "team_id",
+    "customer_id", "provider", "provider_key_id", "requested_model", "resolved_model",
+    "request_type", "is_stream", "status_code", "error_type", "prompt_tokens",
+    "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost",
+    "priced", "latency_ms", "overhead_ms", "routing_rule_id", "routing_rule_name",
+    "fallback_index", "event_id",
+)
+
+
 class UsageDimension(models.TextChoices):
     VIRTUAL_KEY = "virtual_key", "virtual key"
     TEAM = "team", "team"

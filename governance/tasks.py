@@ -32,7 +32,7 @@ from gateway.conf import gateway_settings
 from governance.durations import parse_duration
 from governance.ledger import NANOS_PER_DOLLAR, Ledger, Limit, Metric, ledger_from_url
 from governance.ledger.windows import lattice_bounds, window_bounds
-from governance.models import Budget, RateLimit, UsageRecord
+from governance.models import USAGE_RECORD_COLUMNS, Budget, RateLimit, UsageRecord
 from governance.sink import Batch, UsageEvent
 from governance.snapshot import budget_limit, rate_limits, window_anchor
 
@@ -46,14 +46,7 @@ FLUSH_BATCH = 5000
 
 
 # The record columns, in the order :func:`_insert_plan`'s row function gives their values.
-RECORD_COLUMNS = (
-    "event_id", "request_id", "created_at", "virtual_key_id", "virtual_key_name", "team_id",
-    "customer_id", "provider", "provider_key_id", "requested_model", "resolved_model",
-    "request_type", "is_stream", "status_code", "error_type", "prompt_tokens",
-    "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost",
-    "priced", "latency_ms", "overhead_ms", "routing_rule_id", "routing_rule_name",
-    "fallback_index",
-)
+RECORD_COLUMNS = USAGE_RECORD_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -90,7 +83,6 @@ def _insert_plan(connection: Any) -> _InsertPlan:
 
     def row(event: UsageEvent) -> tuple[Any, ...]:
         return (
-            event.key,
             event.request_id,
             when(from_timestamp(event.created_at, utc)),
             uuid(event.virtual_key_id or None),
@@ -117,6 +109,7 @@ def _insert_plan(connection: Any) -> _InsertPlan:
             uuid(event.routing_rule_id or None),
             event.routing_rule_name[:255],
             event.fallback_index,
+            event.key,
         )
 
     quote = ops.quote_name

@@ -180,6 +180,22 @@ class Failure:
 
 
 @dataclass(slots=True)
+class FailedCandidate:
+    """A candidate that was admitted and failed: the one that answers if no later one does."""
+
+    candidate: Any
+    admission: Admission
+    index: int
+    failure: Failure
+
+    @property
+    def status(self) -> int:
+        """The status the client gets: the provider's own for a final 4xx, else the error's."""
+        answer = self.failure.response if self.failure.final else None
+        return answer[0] if answer else self.failure.error.status_code
+
+
+@dataclass(slots=True)
 class Call:
     """Everything about one inference request."""
 
@@ -426,7 +442,7 @@ class InferenceApp:
         # The failed candidate that answers if no later one does. One that reached its
         # provider is recorded even when every later candidate is skipped; it stays admitted
         # (``held``, and is settled at the end) until another candidate is admitted.
-        last: tuple[Any, Any, Admission, int, Failure] | None = None
+        last: FailedCandidate | None = None
         held = False
         final_index = len(resolution.candidates) - 1
         try:
@@ -461,9 +477,10 @@ class InferenceApp:
                     max_output_tokens=0 if call.operation == "embeddings" else max_tokens,
                     virtual_key_id=key.id if key is not None else None) if limits else NOTHING
                 admission_id = call.ledger_id if index == 0 else f"{call.ledger_id}#{index}"
-                if held:  # one admission at a time: a concurrency limit of 1 still falls back
+                # One admission at a time: a concurrency limit of 1 still falls back.
+                if held and last is not None:
                     held = False
-                    await asyncio.shield(governor.release(last[2]))  # type: ignore[index]
+                    await asyncio.shield(governor.release(last.admission))
                 try:
                     admission = await governor.admit(admission_id, limits, reservation)
                 except LimitExceeded as exc:
@@ -500,51 +517,51 @@ class InferenceApp:
                 failure = outcome
                 failure.reached = call.upstream_attempts > attempts_before
                 answers = failure.reached or failure.final or index == final_index
-                if answers and (last is None or failure.reached or not last[4].reached):
-                    last, held = (candidate, provider, admission, index, failure), True
+                if answers and (last is None or failure.reached or not last.failure.reached):
+                    last, held = FailedCandidate(candidate, admission, index, failure), True
                 else:  # an earlier failure that reached its provider answers instead
                     await governor.release(admission)
                 if failure.final:
                     break
         except asyncio.CancelledError:  # stopped between candidates
-            if held and last is not None and last[4].reached:  # it would have answered
-                await self._settle(call, state, last[0], last[3], None, last[2], None, (0, True),
-                                   status=last[4].error.status_code,
-                                   error_type=last[4].error.code)
-            elif held and last is not None:
-                await governor.release(last[2])
+            if held and last is not None:  # it would have answered: accounted for all the same
+                await self._account_failure(call, state, last, held=True)
             raise
         if last is None:
             if denial is not None:
                 raise denial
             raise failure.error if failure is not None else NoProviderAvailable()
-        await self._finish_failure(call, state, *last, held=held)
+        await self._finish_failure(call, state, last, held=held)
 
-    async def _finish_failure(self, call: Call, state: ProxyState, candidate: Any,
-                              provider: Any, admission: Admission, index: int,
-                              failure: Failure, *, held: bool) -> None:
-        """No candidate answered: answer with this failure. If it reached the provider,
-        record it and, while still ``held``, settle it (the request counts); otherwise give
-        the reservation back. (It is no longer held when a later candidate was admitted and
-        failed without reaching its provider, or was denied.)"""
-        if not failure.reached:
+    async def _account_failure(self, call: Call, state: ProxyState, last: FailedCandidate, *,
+                               held: bool) -> None:
+        """The failure that answers: if it reached the provider, record it and, while still
+        ``held``, settle it (the request counts); otherwise give the reservation back. (It is
+        no longer held when a later candidate was admitted and failed without reaching its
+        provider, or was denied.)"""
+        if not last.failure.reached:
             if held:
-                await state.runtime.governor.release(admission)
+                await state.runtime.governor.release(last.admission)
+            return
+        await self._settle(call, state, last.candidate, last.index, None, last.admission, None,
+                           (0, True), status=last.status, error_type=last.failure.error.code,
+                           held=held)
+
+    async def _finish_failure(self, call: Call, state: ProxyState, last: FailedCandidate, *,
+                              held: bool) -> None:
+        """No candidate answered: account for this failure, then answer with it (in that
+        order: a server stop while the answer is sent loses nothing)."""
+        await self._account_failure(call, state, last, held=held)
+        failure = last.failure
+        answer = failure.response if failure.final and failure.reached else None
+        if answer is None:
             await self._send_error(call, failure.error)
             return
-        provider_answer = failure.response if failure.final else None
-        status = provider_answer[0] if provider_answer else failure.error.status_code
-        # Recorded before the answer goes out: a server stop while it is sent loses nothing.
-        await self._settle(call, state, candidate, index, None, admission, None, (0, True),
-                           status=status, error_type=failure.error.code, held=held)
-        if provider_answer is None:
-            await self._send_error(call, failure.error)
-            return
-        headers = self._raw_headers(call, state, candidate, index, None)
-        headers += forwarded_headers(provider_answer[2])
+        headers = self._raw_headers(call, state, last.candidate, last.index, None)
+        headers += forwarded_headers(answer[2])
         headers.append(self._overhead(call))
         call.response_started = True
-        await send_response(call.send, status, provider_answer[1], headers)
+        await send_response(call.send, answer[0], answer[1], headers)
 
     # -- one candidate: keys, retries, breaker ---------------------------------------------
 
@@ -827,7 +844,7 @@ class InferenceApp:
             return Failure(UpstreamTimeout(
                 f"Provider '{provider.name}' sent no stream data within "
                 f"{provider.first_byte_timeout_ms} ms"))
-        except (aiohttp.ClientError, OSError, translation.TranslationError) as exc:
+        except STREAM_BREAKS as exc:  # (after TimeoutError: the first byte never came)
             response.close()
             breaker.failure(state.breakers.clock())
             return Failure(UpstreamError(

@@ -30,7 +30,7 @@ from governance.api.usage_filters import (
     UsageRecordListFilter,
     UsageSummaryFilter,
 )
-from governance.models import UsageRecord
+from governance.models import USAGE_RECORD_COLUMNS, UsageRecord
 from governance.usage import GROUP_BY_CHOICES, format_cost, summarize_usage
 
 TAGS = ["Usage"]
@@ -48,14 +48,7 @@ FILTER_PARAMETERS = [
     OpenApiParameter("to", OpenApiTypes.DATETIME,
                      description="ISO 8601 time, exclusive (no offset: UTC)."),
 ]
-RECORD_FIELDS = (
-    "id", "request_id", "created_at", "virtual_key_id", "virtual_key_name", "team_id",
-    "customer_id", "provider", "provider_key_id", "requested_model", "resolved_model",
-    "request_type", "is_stream", "status_code", "error_type", "prompt_tokens",
-    "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost",
-    "priced", "latency_ms", "overhead_ms", "routing_rule_id", "routing_rule_name",
-    "fallback_index", "event_id",  # last: CSV readers that go by position keep working
-)
+RECORD_FIELDS = ("id", *USAGE_RECORD_COLUMNS)
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 CSV_CHUNK_SIZE = 2000  # rows fetched per query and per chunk sent
