@@ -63,10 +63,10 @@ from routing.engine import Capacity
 
 logger = logging.getLogger(__name__)
 
-REQUEST_HEADER_NAMES = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-                        "x-ratelimit-reset-requests")
-TOKEN_HEADER_NAMES = ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
-                      "x-ratelimit-reset-tokens")
+REQUEST_HEADER_NAMES = (b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests",
+                        b"x-ratelimit-reset-requests")
+TOKEN_HEADER_NAMES = (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens",
+                      b"x-ratelimit-reset-tokens")
 LIMITS_CACHE_MAX = 50_000  # (key, provider, model) combinations kept per snapshot
 
 # Headers that may carry a virtual key, in the order they are looked at.
@@ -322,35 +322,35 @@ class Governor:
 
         return capacity
 
-    def rate_limit_headers(self, admission: Admission) -> list[tuple[str, str]]:
-        """OpenAI's ``x-ratelimit-*`` headers for the tightest request and token limits."""
+    def rate_limit_headers(self, admission: Admission) -> list[tuple[bytes, bytes]]:
+        """OpenAI's ``x-ratelimit-*`` headers for the tightest request and token limits,
+        encoded for ASGI."""
         used = admission.used
-        tightest_requests: tuple[int, Limit] | None = None
-        tightest_tokens: tuple[int, Limit] | None = None
+        requests_limit = tokens_limit = None
+        requests_left = tokens_left = 0
         for limit in admission.limits:
             metric = limit.metric
-            if metric is REQUESTS:
+            if metric is REQUESTS or metric is TOKENS:
                 counted = used.get(limit.id)
-                if counted is not None and (tightest_requests is None
-                                            or limit.maximum - counted < tightest_requests[0]):
-                    tightest_requests = (limit.maximum - counted, limit)
-            elif metric is TOKENS:
-                counted = used.get(limit.id)
-                if counted is not None and (tightest_tokens is None
-                                            or limit.maximum - counted < tightest_tokens[0]):
-                    tightest_tokens = (limit.maximum - counted, limit)
-        headers: list[tuple[str, str]] = []
-        if tightest_requests is None and tightest_tokens is None:
+                if counted is None:
+                    continue
+                left = limit.maximum - counted
+                if metric is REQUESTS:
+                    if requests_limit is None or left < requests_left:
+                        requests_limit, requests_left = limit, left
+                elif tokens_limit is None or left < tokens_left:
+                    tokens_limit, tokens_left = limit, left
+        headers: list[tuple[bytes, bytes]] = []
+        if requests_limit is None and tokens_limit is None:
             return headers
         now = self.clock()
-        for tightest, names in ((tightest_requests, REQUEST_HEADER_NAMES),
-                                (tightest_tokens, TOKEN_HEADER_NAMES)):
-            if tightest is None:
+        for limit, left, names in ((requests_limit, requests_left, REQUEST_HEADER_NAMES),
+                                   (tokens_limit, tokens_left, TOKEN_HEADER_NAMES)):
+            if limit is None:
                 continue
-            remaining, limit = tightest
             reset_s = math.ceil(retry_after_seconds(limit, now))
-            headers += [(names[0], str(limit.maximum)), (names[1], str(max(remaining, 0))),
-                        (names[2], f"{reset_s}s")]
+            headers += [(names[0], b"%d" % limit.maximum), (names[1], b"%d" % max(left, 0)),
+                        (names[2], b"%ds" % reset_s)]
         return headers
 
 

@@ -100,7 +100,7 @@ def upstream_request(kind: str, base_url: str, api_version: str, api_key: str,
 
 def token_count(value: Any) -> int:
     """A token count as a provider reports it: a positive integer, anything else is 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    return value if type(value) is int and value > 0 else 0  # not bool, not a subclass
 
 
 def openai_usage(usage: Any) -> Usage | None:
@@ -154,23 +154,36 @@ def estimate_tokens(text_length: int) -> int:
     return (text_length + 3) // 4 if text_length > 0 else 0
 
 
+# Where prompt text lies in a request body, at the top and inside messages and their parts.
+PROMPT_FIELDS = ("messages", "system", "prompt", "input")
+TEXT_FIELDS = frozenset({"content", "text", "system", "input", "prompt", "arguments",
+                         "messages"})
+TEXT_MAX_DEPTH = 8
+
+
 def prompt_length(body: Mapping[str, Any]) -> int:
     """Characters of prompt text in a chat, completion, embedding or messages body."""
     total = 0
+    for name in PROMPT_FIELDS:
+        value = body.get(name)
+        if value is not None:
+            total += _text_length(value, 1)
+    return total
 
-    def walk(value: Any, depth: int = 0) -> None:
-        nonlocal total
-        if depth > 8:
-            return
-        if isinstance(value, str):
-            total += len(value)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item, depth + 1)
-        elif isinstance(value, dict):
-            for key in ("content", "text", "system", "input", "prompt", "arguments", "messages"):
-                if key in value:
-                    walk(value[key], depth + 1)
 
-    walk({key: body[key] for key in ("messages", "system", "prompt", "input") if key in body})
+def _text_length(value: Any, depth: int) -> int:
+    """Characters of the strings in ``value``, through lists and the :data:`TEXT_FIELDS` of
+    objects, down to :data:`TEXT_MAX_DEPTH`."""
+    if depth > TEXT_MAX_DEPTH:
+        return 0
+    if isinstance(value, str):
+        return len(value)
+    total = 0
+    if isinstance(value, list):
+        for item in value:
+            total += _text_length(item, depth + 1)
+    elif isinstance(value, dict):
+        for name, item in value.items():  # a message has few fields: cheaper than a lookup each
+            if name in TEXT_FIELDS:
+                total += _text_length(item, depth + 1)
     return total

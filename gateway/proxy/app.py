@@ -703,7 +703,7 @@ class InferenceApp:
         raw = [*call.base_headers]
         raw += state.route_headers(candidate.provider, candidate.model, index, call.rule_name)
         if admission is not None:
-            raw += encode_headers(state.runtime.governor.rate_limit_headers(admission))
+            raw += state.runtime.governor.rate_limit_headers(admission)
         return raw
 
     async def _deliver(self, call: Call, state: ProxyState, candidate: Any, provider: Any,

@@ -131,6 +131,22 @@ def error_headers(error: GatewayError) -> list[tuple[str, str]]:
     return headers
 
 
+# Provider header name -> its lower-cased name when it is forwarded, else None. Providers
+# send the same few names again and again; the size bound keeps a hostile one from growing it.
+_FORWARDED_NAMES: dict[bytes, bytes | None] = {}
+_FORWARDED_NAMES_MAX = 4096
+
+
+def _forwarded_name(name: bytes) -> bytes | None:
+    lowered = name.lower()
+    kept = lowered if lowered not in DROPPED_RESPONSE_HEADERS \
+        and not lowered.startswith(b"x-ratelimit-") else None
+    if len(_FORWARDED_NAMES) >= _FORWARDED_NAMES_MAX:
+        _FORWARDED_NAMES.clear()
+    _FORWARDED_NAMES[name] = kept
+    return kept
+
+
 def forwarded_headers(upstream: Iterable[tuple[bytes, bytes]],
                       also_dropped: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
     """Provider headers worth passing on, from its raw headers (aiohttp's ``raw_headers``:
@@ -138,10 +154,10 @@ def forwarded_headers(upstream: Iterable[tuple[bytes, bytes]],
     ``x-ratelimit-*`` describe the provider account behind every virtual key; the gateway
     sends its own for the key."""
     kept = []
+    names = _FORWARDED_NAMES
     for name, value in upstream:
-        lowered = name.lower()
-        if lowered not in DROPPED_RESPONSE_HEADERS and lowered not in also_dropped \
-                and not lowered.startswith(b"x-ratelimit-"):
+        lowered = names[name] if name in names else _forwarded_name(name)
+        if lowered is not None and (not also_dropped or lowered not in also_dropped):
             kept.append((lowered, value))
     return kept
 

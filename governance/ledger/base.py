@@ -124,8 +124,9 @@ def amount_for(metric: Metric, reservation: Reservation | Usage) -> int:
 
 
 def exceeds(metric: Metric, used: int, maximum: int) -> bool:
-    if metric is REQUESTS or metric is CONCURRENT:
-        return used + 1 > maximum
+    """Whether one more request is refused. A request or slot adds 1 (``used + 1 >
+    maximum``); cost and tokens admit while under the maximum (``used >= maximum`` refuses).
+    On integers both read ``used >= maximum``, which the memory ledger inlines."""
     return used >= maximum
 
 

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 from governance.ledger.base import (
     CONCURRENT,
+    COST,
     DEFAULT_LEASE_SECONDS,
     EXPIRY_MARGIN_SECONDS,
+    TOKENS,
     Admitted,
     Denied,
     Ledger,
@@ -23,9 +25,7 @@ from governance.ledger.base import (
     Metric,
     Reservation,
     Usage,
-    amount_for,
     denial,
-    exceeds,
 )
 from governance.ledger.windows import Window, window_slot
 
@@ -36,6 +36,17 @@ PURGE_INTERVAL_SECONDS = 1.0
 class _Record:
     entries: list[tuple[str, Metric, int]]  # (counter key, metric, amount reserved)
     expires_at: float
+
+
+@dataclass(slots=True)
+class _Plan:
+    """Per limit ``(limit id, metric, maximum, counter key, counter expiry)``, valid for
+    ``valid_from <= now < valid_until`` (the windows all limits share at that time)."""
+
+    limits: Sequence[Limit]  # held: its id keys the cache
+    steps: tuple[tuple[str, Metric, int, str, float], ...]
+    valid_from: float
+    valid_until: float
 
 
 class MemoryLedger(Ledger):
@@ -51,6 +62,7 @@ class MemoryLedger(Ledger):
         self._next_purge = float("-inf")
         # limit id -> (window, valid from, valid until, counter key, counter expiry)
         self._slots: dict[str, tuple[Window, float, float, str, float]] = {}
+        self._plans: dict[int, _Plan] = {}  # id(limits) -> its counter keys, see _plan
 
     def _key(self, limit: Limit, now: float) -> tuple[str, float]:
         """Counter key and the time it may be dropped. The key of a limit's current window
@@ -87,13 +99,35 @@ class MemoryLedger(Ledger):
             if not leases:
                 del self._leases[key]
 
-    def _used(self, metric: Metric, key: str, now: float) -> int:
-        if metric is CONCURRENT:
-            leases = self._leases.get(key, {})
-            for request_id in [rid for rid, at in leases.items() if at <= now]:
-                del leases[request_id]
-            return len(leases)
-        return self._counters.get(key, 0)
+    def _lease_count(self, key: str, now: float) -> int:
+        leases = self._leases.get(key)
+        if not leases:
+            return 0
+        for request_id in [rid for rid, at in leases.items() if at <= now]:
+            del leases[request_id]
+        return len(leases)
+
+    def _plan(self, limits: Sequence[Limit], now: float) -> _Plan:
+        """The counter keys of ``limits`` at ``now``, reused while every window stays (the
+        gateway passes the same limits object for every request of a key, provider and
+        model)."""
+        plan = self._plans.get(id(limits))
+        if plan is not None and plan.limits is limits and \
+                plan.valid_from <= now < plan.valid_until:
+            return plan
+        steps: list[tuple[str, Metric, int, str, float]] = []
+        valid_from, valid_until = float("-inf"), float("inf")
+        for limit in limits:
+            key, expires_at = self._key(limit, now)
+            if limit.window is not None:
+                start, until = self._slots[limit.id][1:3]
+                valid_from, valid_until = max(valid_from, start), min(valid_until, until)
+            steps.append((limit.id, limit.metric, limit.maximum, key, expires_at))
+        plan = _Plan(limits, tuple(steps), valid_from, valid_until)
+        if len(self._plans) >= 10_000:
+            self._plans.clear()
+        self._plans[id(limits)] = plan
+        return plan
 
     async def admit(self, request_id: str, limits: Sequence[Limit],
                     reservation: Reservation) -> Admitted | Denied:
@@ -103,29 +137,34 @@ class MemoryLedger(Ledger):
             if request_id in self._records:
                 return Admitted()  # a repeated admit never reserves twice
             counters = self._counters
-            planned: list[tuple[Limit, str, float, int]] = []
-            violations: list[tuple[Limit, int]] = []
-            for limit in limits:
-                key, expires_at = self._key(limit, now)
-                used = self._used(limit.metric, key, now)
-                if exceeds(limit.metric, used, limit.maximum):
-                    violations.append((limit, used))
-                planned.append((limit, key, expires_at, used))
+            steps = self._plan(limits, now).steps
+            counted: list[int] = []
+            violations: list[tuple[Limit, int]] | None = None
+            for index, (_limit_id, metric, maximum, key, _expires_at) in enumerate(steps):
+                used = self._lease_count(key, now) if metric is CONCURRENT \
+                    else counters.get(key, 0)
+                if used >= maximum:  # governance.ledger.base.exceeds, inlined
+                    violations = violations or []
+                    violations.append((limits[index], used))
+                counted.append(used)
             if violations:
                 return denial(violations, now)
             entries: list[tuple[str, Metric, int]] = []
             used_after = {}
-            record_expires_at = now + self.lease_seconds
+            lease_expires_at = now + self.lease_seconds
+            record_expires_at = lease_expires_at
             expiry = self._expiry
-            for limit, key, expires_at, used in planned:
-                metric = limit.metric
+            cost, tokens = reservation.cost_nanos, reservation.tokens
+            for step, used in zip(steps, counted, strict=True):
+                limit_id, metric, _maximum, key, expires_at = step
                 if metric is CONCURRENT:
-                    self._leases.setdefault(key, {})[request_id] = expires_at
-                    used_after[limit.id] = used + 1
+                    self._leases.setdefault(key, {})[request_id] = lease_expires_at
+                    used_after[limit_id] = used + 1
                     entries.append((key, metric, 1))
                     continue
-                amount = amount_for(metric, reservation)
-                counters[key] = used_after[limit.id] = counters.get(key, 0) + amount
+                # governance.ledger.base.amount_for, inlined
+                amount = cost if metric is COST else tokens if metric is TOKENS else 1
+                counters[key] = used_after[limit_id] = used + amount
                 if expiry.get(key, 0.0) < expires_at:
                     expiry[key] = expires_at
                 entries.append((key, metric, amount))
@@ -140,16 +179,23 @@ class MemoryLedger(Ledger):
             if record is None:
                 return
             counters = self._counters
+            # requests stay counted on settle; release gives everything back
+            cost, tokens = (actual.cost_nanos, actual.tokens) if actual is not None else (0, 0)
             for key, metric, reserved in record.entries:
                 if metric is CONCURRENT:
-                    self._leases.get(key, {}).pop(request_id, None)
+                    leases = self._leases.get(key)
+                    if leases:
+                        leases.pop(request_id, None)
                     continue
                 counted = counters.get(key)
                 if counted is None:
                     continue  # the window's counter already expired
-                # requests stay counted on settle; release gives everything back
-                new = 0 if actual is None else amount_for(metric, actual)
-                counters[key] = max(counted - reserved + new, 0)
+                if actual is None:
+                    new = 0
+                else:
+                    new = cost if metric is COST else tokens if metric is TOKENS else 1
+                new += counted - reserved
+                counters[key] = new if new > 0 else 0
 
     async def settle(self, request_id: str, actual: Usage) -> None:
         await self._finish(request_id, actual)

@@ -93,24 +93,25 @@ def window_key(window: Window, now: float) -> str:
     return f"{_format(start)}r{_format(marker)}"
 
 
-# Lattice windows by Window, reused while ``now`` stays inside: the hot path computes a
+# Lattice windows by Window (keyed by identity: equal windows of two snapshots would compare
+# their fields on every lookup), reused while ``now`` stays inside: the hot path computes a
 # calendar boundary once per window, not once per request.
-_SLOTS: dict[Window, tuple[float, float, str]] = {}
+_SLOTS: dict[int, tuple[float, float, str, Window]] = {}
 _SLOTS_MAX = 100_000
 
 
 def window_slot(window: Window, now: float) -> tuple[str, float, float]:
     """``(window_key, start, end)`` in one step; same values as :func:`window_key` and
     :func:`window_bounds`."""
-    cached = _SLOTS.get(window)
-    if cached is not None and cached[0] <= now < cached[1]:
-        start, end, base = cached
+    cached = _SLOTS.get(id(window))
+    if cached is not None and cached[3] is window and cached[0] <= now < cached[1]:
+        start, end, base = cached[0], cached[1], cached[2]
     else:
         start, end = lattice_bounds(window, now)
         base = _format(start)
         if len(_SLOTS) >= _SLOTS_MAX:
             _SLOTS.clear()
-        _SLOTS[window] = (start, end, base)
+        _SLOTS[id(window)] = (start, end, base, window)  # holds the window: its id stays
     marker = _active_marker(window, now, start)
     if marker is None:
         return base, start, end

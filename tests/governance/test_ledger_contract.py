@@ -255,16 +255,17 @@ async def test_concurrency_slots_are_exact_and_leased(ledger: Ledger, clock: Fak
 async def test_rolling_window_rolls_over_on_the_lattice(ledger: Ledger, clock: FakeClock) -> None:
     anchor = START - 7.5
     rate = requests_limit(1, rolling("1m", anchor=anchor))
+    limits = (rate,)  # the same object every time: a backend may key its work on it
     clock.advance(52.4)  # 59.9 s into the first window
-    assert await ledger.admit("a", [rate], Reservation())
-    denied = await ledger.admit("b", [rate], Reservation())
+    assert await ledger.admit("a", limits, Reservation())
+    denied = await ledger.admit("b", limits, Reservation())
     assert isinstance(denied, Denied)
     assert denied.retry_after_seconds == pytest.approx(0.1)
     clock.advance(0.1)
-    assert await ledger.admit("b", [rate], Reservation())
+    assert await ledger.admit("b", limits, Reservation())
     clock.now = anchor + 60 * 100_000 + 59.9  # 100,000 windows later: same lattice
-    assert await ledger.admit("c", [rate], Reservation())
-    denied = await ledger.admit("d", [rate], Reservation())
+    assert await ledger.admit("c", limits, Reservation())
+    denied = await ledger.admit("d", limits, Reservation())
     assert isinstance(denied, Denied)
     assert denied.retry_after_seconds == pytest.approx(0.1, abs=1e-6)
 
@@ -456,6 +457,7 @@ async def _run_against_model(kind: str, steps: list[tuple[int | str, ...]]) -> N
     window = rolling(f"{MODEL_WINDOW_SECONDS}s")
     rate = requests_limit(MODEL_MAX_REQUESTS, window)
     budget = cost_limit(MODEL_MAX_COST, window)
+    limits = (rate, budget)  # one object for every admit, as the gateway passes its limits
     events: dict[str, _ModelEvent] = {}
     try:
         for number, step in enumerate(steps):
@@ -464,7 +466,7 @@ async def _run_against_model(kind: str, steps: list[tuple[int | str, ...]]) -> N
             elif step[0] == "admit":
                 requests, cost = _model_usage(events, clock.now)
                 expected = requests + 1 <= MODEL_MAX_REQUESTS and cost < MODEL_MAX_COST
-                result = await ledger.admit(f"q{number}", [rate, budget],
+                result = await ledger.admit(f"q{number}", limits,
                                             Reservation(cost_nanos=int(step[1])))
                 assert bool(result) == expected
                 if expected:
