@@ -121,8 +121,8 @@ def no_capacity(provider: str, model: str) -> Capacity:
     return Capacity()
 
 
-@dataclass(frozen=True, slots=True)
-class RoutingContext:
+@dataclass(slots=True)  # built once per request: a frozen one sets each field through
+class RoutingContext:    # object.__setattr__, twice the cost, and it is never hashed (dicts)
     provider: str
     model: str
     request_type: str = ""
