@@ -178,6 +178,9 @@ class Governor:
         self.default_max_tokens = default_max_tokens
         self.clock = clock or ledger.clock
         self.usage_view = UsageView()
+        # id(limits) -> (limits, its request limits, its token limits); see _header_limits
+        self._header_limits_cache: dict[int, tuple[tuple[Limit, ...], tuple[Limit, ...],
+                                                   tuple[Limit, ...]]] = {}
         self._limits_cache: tuple[object, dict[tuple[str | None, str, str],
                                                tuple[tuple[Limit, ...], CapacityPlan]]] = (
             None, {})
@@ -326,32 +329,40 @@ class Governor:
         """OpenAI's ``x-ratelimit-*`` headers for the tightest request and token limits,
         encoded for ASGI."""
         used = admission.used
-        requests_limit = tokens_limit = None
-        requests_left = tokens_left = 0
-        for limit in admission.limits:
-            metric = limit.metric
-            if metric is REQUESTS or metric is TOKENS:
-                counted = used.get(limit.id)
-                if counted is None:
-                    continue
-                left = limit.maximum - counted
-                if metric is REQUESTS:
-                    if requests_limit is None or left < requests_left:
-                        requests_limit, requests_left = limit, left
-                elif tokens_limit is None or left < tokens_left:
-                    tokens_limit, tokens_left = limit, left
+        if not used:
+            return []
+        requests_limits, tokens_limits = self._header_limits(admission.limits)
         headers: list[tuple[bytes, bytes]] = []
-        if requests_limit is None and tokens_limit is None:
-            return headers
-        now = self.clock()
-        for limit, left, names in ((requests_limit, requests_left, REQUEST_HEADER_NAMES),
-                                   (tokens_limit, tokens_left, TOKEN_HEADER_NAMES)):
-            if limit is None:
+        now = 0.0
+        for limits, names in ((requests_limits, REQUEST_HEADER_NAMES),
+                              (tokens_limits, TOKEN_HEADER_NAMES)):
+            tightest = None
+            least = 0
+            for limit in limits:
+                counted = used.get(limit.id)
+                if counted is not None and (tightest is None or limit.maximum - counted < least):
+                    tightest, least = limit, limit.maximum - counted
+            if tightest is None:
                 continue
-            reset_s = math.ceil(retry_after_seconds(limit, now))
-            headers += [(names[0], b"%d" % limit.maximum), (names[1], b"%d" % max(left, 0)),
+            now = now or self.clock()
+            reset_s = math.ceil(retry_after_seconds(tightest, now))
+            headers += [(names[0], b"%d" % tightest.maximum),
+                        (names[1], b"%d" % (least if least > 0 else 0)),
                         (names[2], b"%ds" % reset_s)]
         return headers
+
+    def _header_limits(self, limits: tuple[Limit, ...]
+                       ) -> tuple[tuple[Limit, ...], tuple[Limit, ...]]:
+        """The request limits and the token limits among ``limits``, once per limits object
+        (the same one comes back for every request of a key, provider and model)."""
+        entry = self._header_limits_cache.get(id(limits))
+        if entry is None or entry[0] is not limits:
+            if len(self._header_limits_cache) >= LIMITS_CACHE_MAX:
+                self._header_limits_cache.clear()
+            entry = self._header_limits_cache[id(limits)] = (
+                limits, tuple(limit for limit in limits if limit.metric is REQUESTS),
+                tuple(limit for limit in limits if limit.metric is TOKENS))
+        return entry[1], entry[2]
 
 
 class UsageView:

@@ -166,7 +166,16 @@ def prompt_length(body: Mapping[str, Any]) -> int:
     total = 0
     for name in PROMPT_FIELDS:
         value = body.get(name)
-        if value is not None:
+        if value is None:
+            continue
+        if name == "messages" and type(value) is list:
+            for message in value:  # the common message first: a role and a string content
+                content = message.get("content") if type(message) is dict else None
+                if type(content) is str and len(message) == 2 and "role" in message:
+                    total += len(content)
+                else:
+                    total += _text_length(message, 2)
+        else:
             total += _text_length(value, 1)
     return total
 

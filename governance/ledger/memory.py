@@ -17,12 +17,12 @@ from governance.ledger.base import (
     COST,
     DEFAULT_LEASE_SECONDS,
     EXPIRY_MARGIN_SECONDS,
+    REQUESTS,
     TOKENS,
     Admitted,
     Denied,
     Ledger,
     Limit,
-    Metric,
     Reservation,
     Usage,
     denial,
@@ -32,21 +32,29 @@ from governance.ledger.windows import Window, window_slot
 PURGE_INTERVAL_SECONDS = 1.0
 
 
+# How much one request adds to a counter, by kind (:func:`governance.ledger.base.amount_for`
+# as an index into ``(cost, tokens, 1)``); concurrency slots are leases, not counters.
+_COST, _TOKENS, _ONE, _LEASE = 0, 1, 2, 3
+_KINDS = {COST: _COST, TOKENS: _TOKENS, REQUESTS: _ONE, CONCURRENT: _LEASE}
+
+
 @dataclass(slots=True)
 class _Record:
-    entries: list[tuple[str, Metric, int]]  # (counter key, metric, amount reserved)
+    entries: list[tuple[str, int, int]]  # (counter key, kind, amount reserved)
     expires_at: float
 
 
 @dataclass(slots=True)
 class _Plan:
-    """Per limit ``(limit id, metric, maximum, counter key, counter expiry)``, valid for
-    ``valid_from <= now < valid_until`` (the windows all limits share at that time)."""
+    """Per limit ``(limit, kind, maximum, counter key, counter expiry)``, valid for
+    ``valid_from <= now < valid_until`` (the windows all limits share at that time);
+    ``expires_at``: the latest counter expiry."""
 
     limits: Sequence[Limit]  # held: its id keys the cache
-    steps: tuple[tuple[str, Metric, int, str, float], ...]
+    steps: tuple[tuple[Limit, int, int, str, float], ...]
     valid_from: float
     valid_until: float
+    expires_at: float
 
 
 class MemoryLedger(Ledger):
@@ -115,15 +123,17 @@ class MemoryLedger(Ledger):
         if plan is not None and plan.limits is limits and \
                 plan.valid_from <= now < plan.valid_until:
             return plan
-        steps: list[tuple[str, Metric, int, str, float]] = []
+        steps: list[tuple[Limit, int, int, str, float]] = []
         valid_from, valid_until = float("-inf"), float("inf")
+        latest_expiry = float("-inf")
         for limit in limits:
             key, expires_at = self._key(limit, now)
             if limit.window is not None:
                 start, until = self._slots[limit.id][1:3]
                 valid_from, valid_until = max(valid_from, start), min(valid_until, until)
-            steps.append((limit.id, limit.metric, limit.maximum, key, expires_at))
-        plan = _Plan(limits, tuple(steps), valid_from, valid_until)
+                latest_expiry = max(latest_expiry, expires_at)
+            steps.append((limit, _KINDS[limit.metric], limit.maximum, key, expires_at))
+        plan = _Plan(limits, tuple(steps), valid_from, valid_until, latest_expiry)
         if len(self._plans) >= 10_000:
             self._plans.clear()
         self._plans[id(limits)] = plan
@@ -136,42 +146,45 @@ class MemoryLedger(Ledger):
             self._purge(now)
             if request_id in self._records:
                 return Admitted()  # a repeated admit never reserves twice
-            counters = self._counters
-            steps = self._plan(limits, now).steps
-            counted: list[int] = []
-            violations: list[tuple[Limit, int]] | None = None
-            for index, (_limit_id, metric, maximum, key, _expires_at) in enumerate(steps):
-                used = self._lease_count(key, now) if metric is CONCURRENT \
-                    else counters.get(key, 0)
-                if used >= maximum:  # governance.ledger.base.exceeds, inlined
-                    violations = violations or []
-                    violations.append((limits[index], used))
-                counted.append(used)
-            if violations:
-                return denial(violations, now)
-            entries: list[tuple[str, Metric, int]] = []
-            used_after = {}
+            plan = self._plan(limits, now)
+            counters, expiry = self._counters, self._expiry
+            amounts = (reservation.cost_nanos, reservation.tokens, 1)
             lease_expires_at = now + self.lease_seconds
-            record_expires_at = lease_expires_at
-            expiry = self._expiry
-            cost, tokens = reservation.cost_nanos, reservation.tokens
-            for step, used in zip(steps, counted, strict=True):
-                limit_id, metric, _maximum, key, expires_at = step
-                if metric is CONCURRENT:
-                    self._leases.setdefault(key, {})[request_id] = lease_expires_at
-                    used_after[limit_id] = used + 1
-                    entries.append((key, metric, 1))
+            entries: list[tuple[str, int, int]] = []
+            used_after: dict[str, int] = {}
+            violations: list[tuple[Limit, int]] = []
+            # One pass that reserves as it checks: a denial (rare) takes back what it reserved.
+            for limit, kind, maximum, key, expires_at in plan.steps:
+                used = self._lease_count(key, now) if kind == _LEASE else counters.get(key, 0)
+                if used >= maximum:  # governance.ledger.base.exceeds, inlined
+                    violations.append((limit, used))
                     continue
-                # governance.ledger.base.amount_for, inlined
-                amount = cost if metric is COST else tokens if metric is TOKENS else 1
-                counters[key] = used_after[limit_id] = used + amount
+                if violations:
+                    continue  # denied already: only the violations are still of interest
+                if kind == _LEASE:
+                    self._leases.setdefault(key, {})[request_id] = lease_expires_at
+                    used_after[limit.id] = used + 1
+                    entries.append((key, kind, 1))
+                    continue
+                amount = amounts[kind]
+                counters[key] = used_after[limit.id] = used + amount
                 if expiry.get(key, 0.0) < expires_at:
                     expiry[key] = expires_at
-                entries.append((key, metric, amount))
-                if expires_at > record_expires_at:
-                    record_expires_at = expires_at
-            self._records[request_id] = _Record(entries, record_expires_at)
+                entries.append((key, kind, amount))
+            if violations:
+                self._take_back(request_id, entries)
+                return denial(violations, now)
+            self._records[request_id] = _Record(
+                entries, plan.expires_at if plan.expires_at > lease_expires_at
+                else lease_expires_at)
             return Admitted(used_after)
+
+    def _take_back(self, request_id: str, entries: list[tuple[str, int, int]]) -> None:
+        for key, kind, amount in entries:
+            if kind == _LEASE:
+                self._leases[key].pop(request_id, None)
+            else:
+                self._counters[key] -= amount
 
     async def _finish(self, request_id: str, actual: Usage | None) -> None:
         with self._lock:
@@ -180,9 +193,9 @@ class MemoryLedger(Ledger):
                 return
             counters = self._counters
             # requests stay counted on settle; release gives everything back
-            cost, tokens = (actual.cost_nanos, actual.tokens) if actual is not None else (0, 0)
-            for key, metric, reserved in record.entries:
-                if metric is CONCURRENT:
+            amounts = (actual.cost_nanos, actual.tokens, 1) if actual is not None else (0, 0, 0)
+            for key, kind, reserved in record.entries:
+                if kind == _LEASE:
                     leases = self._leases.get(key)
                     if leases:
                         leases.pop(request_id, None)
@@ -190,11 +203,7 @@ class MemoryLedger(Ledger):
                 counted = counters.get(key)
                 if counted is None:
                     continue  # the window's counter already expired
-                if actual is None:
-                    new = 0
-                else:
-                    new = cost if metric is COST else tokens if metric is TOKENS else 1
-                new += counted - reserved
+                new = counted - reserved + amounts[kind]
                 counters[key] = new if new > 0 else 0
 
     async def settle(self, request_id: str, actual: Usage) -> None:

@@ -112,7 +112,7 @@ def window_slot(window: Window, now: float) -> tuple[str, float, float]:
         if len(_SLOTS) >= _SLOTS_MAX:
             _SLOTS.clear()
         _SLOTS[id(window)] = (start, end, base, window)  # holds the window: its id stays
-    marker = _active_marker(window, now, start)
-    if marker is None:
+    marker = window.reset_marker  # _active_marker, inlined
+    if marker is None or not start <= marker <= now:
         return base, start, end
     return f"{base}r{_format(marker)}", marker, end
