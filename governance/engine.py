@@ -229,6 +229,7 @@ class Governor:
         if owner is not snapshot:
             cache = {}
             self._limits_cache = (snapshot, cache)  # one assignment: safe across threads
+            self._header_limits_cache = {}  # the old snapshot's limits are not asked for again
         cache_key = (key.id if key is not None else None, provider, model)  # type: ignore[attr-defined]
         entry = cache.get(cache_key)
         if entry is None:
