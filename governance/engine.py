@@ -55,6 +55,7 @@ from governance.ledger.base import (
     NANOS_PER_DOLLAR,
     REQUESTS,
     TOKENS,
+    dedupe_limits,
     retry_after_seconds,
 )
 from governance.ledger.windows import window_bounds
@@ -129,18 +130,6 @@ def denial_error(denied: Denied) -> LimitExceeded:
     else:
         error = BudgetExceeded
     return error(message, retry_after_seconds=retry_after)
-
-
-def dedupe_limits(groups: Iterable[Iterable[Limit]]) -> tuple[Limit, ...]:
-    """The limits of ``groups`` in order, each id once (its first occurrence)."""
-    seen: set[str] = set()
-    limits = []
-    for group in groups:
-        for limit in group:
-            if limit.id not in seen:
-                seen.add(limit.id)
-                limits.append(limit)
-    return tuple(limits)
 
 
 # (limit id, metric, maximum) of the limits that take part in capacity.

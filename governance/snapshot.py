@@ -21,8 +21,8 @@ from django.db.models import Prefetch
 from gateway.conf import gateway_settings
 from gateway.models import ModelAlias, ModelAliasRoute, Provider, ProviderKey
 from governance.durations import parse_duration
-from governance.engine import dedupe_limits
 from governance.ledger import NANOS_PER_DOLLAR, Limit, Metric, Window
+from governance.ledger.base import dedupe_limits
 from governance.models import (
     Budget,
     ModelConfig,

@@ -135,6 +135,7 @@ def error_headers(error: GatewayError) -> list[tuple[str, str]]:
 # send the same few names again and again; the size bound keeps a hostile one from growing it.
 _FORWARDED_NAMES: dict[bytes, bytes | None] = {}
 _FORWARDED_NAMES_MAX = 4096
+_UNSEEN = object()  # a name not looked at yet
 
 
 def _forwarded_name(name: bytes) -> bytes | None:
@@ -156,7 +157,9 @@ def forwarded_headers(upstream: Iterable[tuple[bytes, bytes]],
     kept = []
     names = _FORWARDED_NAMES
     for name, value in upstream:
-        lowered = names[name] if name in names else _forwarded_name(name)
+        lowered = names.get(name, _UNSEEN)
+        if lowered is _UNSEEN:
+            lowered = _forwarded_name(name)
         if lowered is not None and (not also_dropped or lowered not in also_dropped):
             kept.append((lowered, value))
     return kept

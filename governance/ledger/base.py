@@ -23,7 +23,7 @@ import enum
 import functools
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -114,6 +114,18 @@ class LedgerUnavailable(Exception):
     """The backend could not be reached or answered with an error; ``__cause__`` has it."""
 
 
+def dedupe_limits(groups: Iterable[Iterable[Limit]]) -> tuple[Limit, ...]:
+    """The limits of ``groups`` in order, each id once (its first occurrence)."""
+    seen: set[str] = set()
+    limits = []
+    for group in groups:
+        for limit in group:
+            if limit.id not in seen:
+                seen.add(limit.id)
+                limits.append(limit)
+    return tuple(limits)
+
+
 def amount_for(metric: Metric, reservation: Reservation | Usage) -> int:
     """What one request adds to a counter of ``metric``."""
     if metric is COST:
@@ -191,7 +203,8 @@ class Ledger(ABC):
     @abstractmethod
     async def admit(self, request_id: str, limits: Sequence[Limit],
                     reservation: Reservation) -> Admitted | Denied:
-        """Check all ``limits`` and reserve on all of them atomically, or on none."""
+        """Check all ``limits`` and reserve on all of them atomically, or on none. A limit
+        listed twice counts once (:func:`dedupe_limits`)."""
 
     @abstractmethod
     async def settle(self, request_id: str, actual: Usage) -> None:

@@ -25,11 +25,13 @@ from governance.ledger.base import (
     Limit,
     Reservation,
     Usage,
+    dedupe_limits,
     denial,
 )
 from governance.ledger.windows import Window, window_slot
 
 PURGE_INTERVAL_SECONDS = 1.0
+PLANS_MAX = 10_000  # limits tuples whose plans are kept (they hold the tuples)
 
 
 # How much one request adds to a counter, by kind (:func:`governance.ledger.base.amount_for`
@@ -116,17 +118,20 @@ class MemoryLedger(Ledger):
         return len(leases)
 
     def _plan(self, limits: Sequence[Limit], now: float) -> _Plan:
-        """The counter keys of ``limits`` at ``now``, reused while every window stays (the
-        gateway passes the same limits object for every request of a key, provider and
-        model)."""
-        plan = self._plans.get(id(limits))
-        if plan is not None and plan.limits is limits and \
-                plan.valid_from <= now < plan.valid_until:
-            return plan
+        """The counter keys of ``limits`` at ``now``, each limit id once. A tuple's plan is
+        kept while all its windows stay: the gateway passes the same tuple for every
+        request of a key, provider and model. (A list may change between calls: its plan is
+        built every time.)"""
+        cacheable = type(limits) is tuple
+        if cacheable:
+            plan = self._plans.get(id(limits))
+            if plan is not None and plan.limits is limits and \
+                    plan.valid_from <= now < plan.valid_until:
+                return plan
         steps: list[tuple[Limit, int, int, str, float]] = []
         valid_from, valid_until = float("-inf"), float("inf")
         latest_expiry = float("-inf")
-        for limit in limits:
+        for limit in dedupe_limits((limits,)):
             key, expires_at = self._key(limit, now)
             if limit.window is not None:
                 start, until = self._slots[limit.id][1:3]
@@ -134,9 +139,10 @@ class MemoryLedger(Ledger):
                 latest_expiry = max(latest_expiry, expires_at)
             steps.append((limit, _KINDS[limit.metric], limit.maximum, key, expires_at))
         plan = _Plan(limits, tuple(steps), valid_from, valid_until, latest_expiry)
-        if len(self._plans) >= 10_000:
-            self._plans.clear()
-        self._plans[id(limits)] = plan
+        if cacheable:
+            if len(self._plans) >= PLANS_MAX:
+                self._plans.clear()
+            self._plans[id(limits)] = plan
         return plan
 
     async def admit(self, request_id: str, limits: Sequence[Limit],

@@ -37,6 +37,7 @@ from governance.ledger.base import (
     Reservation,
     Usage,
     amount_for,
+    dedupe_limits,
     denial,
 )
 from governance.ledger.windows import window_slot
@@ -73,6 +74,7 @@ class RedisLedger(Ledger):
     async def admit(self, request_id: str, limits: Sequence[Limit],
                     reservation: Reservation) -> Admitted | Denied:
         now = self.clock()
+        limits = dedupe_limits((limits,))
         keys = [self._record_key(request_id)]
         args: list[Any] = [repr(now), request_id, 0]
         record_ttl = self.lease_seconds

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import ClassVar
 
 from governance.durations import Duration, calendar_period_start, next_calendar_period_start
 
@@ -34,6 +35,10 @@ class Window:
     calendar_aligned: bool = False
     anchor: float = 0.0
     reset_marker: float | None = None
+
+    # The lattice window last found, ``(start, end, key)``: see :func:`window_slot`. Not a
+    # field (a ClassVar): equality, hashing and pickling ignore it.
+    _slot: ClassVar[tuple[float, float, str] | None] = None
 
     def __post_init__(self) -> None:
         # Windows key the per-request caches; hashing the fields (a Decimal among them)
@@ -93,25 +98,19 @@ def window_key(window: Window, now: float) -> str:
     return f"{_format(start)}r{_format(marker)}"
 
 
-# Lattice windows by Window (keyed by identity: equal windows of two snapshots would compare
-# their fields on every lookup), reused while ``now`` stays inside: the hot path computes a
-# calendar boundary once per window, not once per request.
-_SLOTS: dict[int, tuple[float, float, str, Window]] = {}
-_SLOTS_MAX = 100_000
-
-
 def window_slot(window: Window, now: float) -> tuple[str, float, float]:
     """``(window_key, start, end)`` in one step; same values as :func:`window_key` and
-    :func:`window_bounds`."""
-    cached = _SLOTS.get(id(window))
-    if cached is not None and cached[3] is window and cached[0] <= now < cached[1]:
-        start, end, base = cached[0], cached[1], cached[2]
+    :func:`window_bounds`. The lattice window last found is kept on ``window`` itself and
+    reused while ``now`` stays inside it: the hot path computes a calendar boundary once
+    per window, not once per request, and no shared cache grows with the windows that
+    come and go (the usage flush builds its own on every pass)."""
+    cached = window._slot
+    if cached is not None and cached[0] <= now < cached[1]:
+        start, end, base = cached
     else:
         start, end = lattice_bounds(window, now)
         base = _format(start)
-        if len(_SLOTS) >= _SLOTS_MAX:
-            _SLOTS.clear()
-        _SLOTS[id(window)] = (start, end, base, window)  # holds the window: its id stays
+        object.__setattr__(window, "_slot", (start, end, base))  # one assignment: atomic
     marker = window.reset_marker  # _active_marker, inlined
     if marker is None or not start <= marker <= now:
         return base, start, end

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import uuid4
@@ -317,6 +317,51 @@ async def test_repeated_admit_does_not_reserve_twice(ledger: Ledger) -> None:
     assert await ledger.admit("a", [rate], Reservation())
     assert await ledger.admit("a", [rate], Reservation())
     assert await ledger.usage(rate) == 1
+
+
+@pytest.mark.parametrize("make", [lambda: requests_limit(1), lambda: concurrent_limit(1)],
+                         ids=["requests", "concurrency"])
+async def test_a_limit_listed_twice_counts_once(ledger: Ledger,
+                                                make: Callable[[], Limit]) -> None:
+    limit = make()
+    admitted = await ledger.admit("a", (limit, limit), Reservation())
+    assert admitted
+    assert admitted.used == {limit.id: 1}
+    assert await ledger.usage(limit) == 1
+    assert isinstance(await ledger.admit("b", [limit, limit], Reservation()), Denied)
+
+
+async def test_a_reset_marker_ahead_takes_effect_when_reached(ledger: Ledger,
+                                                              clock: FakeClock) -> None:
+    limits = (requests_limit(1, rolling("1h", reset_marker=START + 600)),)
+    clock.advance(60)
+    assert await ledger.admit("a", limits, Reservation())
+    assert isinstance(await ledger.admit("b", limits, Reservation()), Denied)
+    clock.now = START + 600  # the marker is reached: counting starts anew, same window
+    assert await ledger.admit("c", limits, Reservation())
+
+
+async def test_a_clock_stepped_back_counts_in_the_earlier_window(ledger: Ledger,
+                                                                 clock: FakeClock) -> None:
+    limits = (requests_limit(2, rolling("1m")),)
+    clock.now = START + 30
+    assert await ledger.admit("a", limits, Reservation())
+    assert await ledger.admit("b", limits, Reservation())
+    clock.now = START + 61  # the next window
+    assert await ledger.admit("c", limits, Reservation())
+    clock.now = START + 59  # stepped back (NTP): the first window, which is full
+    assert isinstance(await ledger.admit("d", limits, Reservation()), Denied)
+
+
+async def test_a_settle_after_the_lease_still_replaces_the_reservation(
+        ledger: Ledger, clock: FakeClock) -> None:
+    budget = cost_limit(1000, rolling("1d"))
+    limits = (budget,)
+    assert await ledger.admit("a", limits, Reservation(cost_nanos=500))
+    clock.advance(LEASE_SECONDS * 2)  # past the lease, inside the budget's window
+    await ledger.admit("tick", (), Reservation())  # the memory ledger purges on admit
+    await ledger.settle("a", Usage(cost_nanos=1))
+    assert await ledger.usage(budget) == 1
 
 
 async def test_fifty_concurrent_admits_for_ten_requests(ledger: Ledger) -> None:

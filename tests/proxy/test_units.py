@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway import errors
@@ -212,13 +212,38 @@ _json = st.recursive(
         st.sampled_from(["content", "text", "role", "messages", "input", "arguments", "x"]),
         children, max_size=3),
     max_leaves=25)
+# Chat messages as clients send them (a role and a string content: the fast path), with
+# extra fields or other contents now and then (the general one), or anything at all.
+_message = st.fixed_dictionaries(
+    {"role": st.text(max_size=5), "content": st.text(max_size=8) | _json},
+    optional={"text": _json, "name": st.text(max_size=5), "x": _json}) | _json
+
+
+def _nested(value: object, levels: int) -> object:
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+# Text at the deepest level counted (8) and one below it, in a message and at the top.
+_DEEP_MESSAGE = {"messages": [{"role": "u", "content": _nested(["eight", ["nine"]], 4)}]}
+_DEEP_TOP = {"system": _nested(["eight", ["nine"]], 6)}
 
 
 @settings(deadline=None)  # the first example pays for hypothesis' own warm-up
-@given(st.dictionaries(st.sampled_from(["messages", "system", "prompt", "input", "model"]),
-                       _json, max_size=4))
+@example(body=_DEEP_MESSAGE)
+@example(body=_DEEP_TOP)
+@example(body={"messages": [{"content": "ab", "text": "cd"}]})  # two fields, no role
+@example(body={"messages": [{"role": "u", "content": "ab", "text": "cd"}]})  # a third field
+@given(st.fixed_dictionaries({}, optional={
+    "messages": st.lists(_message, max_size=4) | _json, "system": _json, "prompt": _json,
+    "input": _json, "model": _json}))
 def test_prompt_length_matches_its_definition(body: dict) -> None:
     assert prompt_length(body) == _reference_prompt_length(body)
+
+
+def test_prompt_length_stops_below_eight_levels() -> None:
+    assert prompt_length(_DEEP_MESSAGE) == prompt_length(_DEEP_TOP) == len("eight")
 
 
 # -- resolution ---------------------------------------------------------------------------
