@@ -55,6 +55,7 @@ from governance.ledger.base import (
     NANOS_PER_DOLLAR,
     REQUESTS,
     TOKENS,
+    IdentityCache,
     dedupe_limits,
     retry_after_seconds,
 )
@@ -167,9 +168,10 @@ class Governor:
         self.default_max_tokens = default_max_tokens
         self.clock = clock or ledger.clock
         self.usage_view = UsageView()
-        # id(limits) -> (limits, its request limits, its token limits); see _header_limits
-        self._header_limits_cache: dict[int, tuple[tuple[Limit, ...], tuple[Limit, ...],
-                                                   tuple[Limit, ...]]] = {}
+        # limits -> (its request limits, its token limits); see _header_limits
+        self._header_limits_cache: IdentityCache[tuple[tuple[Limit, ...],
+                                                       tuple[Limit, ...]]] = IdentityCache(
+            LIMITS_CACHE_MAX)
         self._limits_cache: tuple[object, dict[tuple[str | None, str, str],
                                                tuple[tuple[Limit, ...], CapacityPlan]]] = (
             None, {})
@@ -218,7 +220,7 @@ class Governor:
         if owner is not snapshot:
             cache = {}
             self._limits_cache = (snapshot, cache)  # one assignment: safe across threads
-            self._header_limits_cache = {}  # the old snapshot's limits are not asked for again
+            self._header_limits_cache.clear()  # the old snapshot's limits are not asked again
         cache_key = (key.id if key is not None else None, provider, model)  # type: ignore[attr-defined]
         entry = cache.get(cache_key)
         if entry is None:
@@ -323,7 +325,7 @@ class Governor:
             return []
         requests_limits, tokens_limits = self._header_limits(admission.limits)
         headers: list[tuple[bytes, bytes]] = []
-        now = 0.0
+        now: float | None = None  # read once, and only when a header needs it
         for limits, names in ((requests_limits, REQUEST_HEADER_NAMES),
                               (tokens_limits, TOKEN_HEADER_NAMES)):
             tightest = None
@@ -334,7 +336,8 @@ class Governor:
                     tightest, least = limit, limit.maximum - counted
             if tightest is None:
                 continue
-            now = now or self.clock()
+            if now is None:
+                now = self.clock()
             reset_s = math.ceil(retry_after_seconds(tightest, now))
             headers += [(names[0], b"%d" % tightest.maximum),
                         (names[1], b"%d" % (least if least > 0 else 0)),
@@ -345,14 +348,12 @@ class Governor:
                        ) -> tuple[tuple[Limit, ...], tuple[Limit, ...]]:
         """The request limits and the token limits among ``limits``, once per limits object
         (the same one comes back for every request of a key, provider and model)."""
-        entry = self._header_limits_cache.get(id(limits))
-        if entry is None or entry[0] is not limits:
-            if len(self._header_limits_cache) >= LIMITS_CACHE_MAX:
-                self._header_limits_cache.clear()
-            entry = self._header_limits_cache[id(limits)] = (
-                limits, tuple(limit for limit in limits if limit.metric is REQUESTS),
-                tuple(limit for limit in limits if limit.metric is TOKENS))
-        return entry[1], entry[2]
+        found = self._header_limits_cache.get(limits)
+        if found is None:
+            found = self._header_limits_cache.put(limits, (
+                tuple(limit for limit in limits if limit.metric is REQUESTS),
+                tuple(limit for limit in limits if limit.metric is TOKENS)))
+        return found
 
 
 class UsageView:

@@ -26,9 +26,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from governance.ledger.windows import Window, window_slot
+
+V = TypeVar("V")
 
 DEFAULT_LEASE_SECONDS = 600.0
 CONCURRENCY_RETRY_AFTER_SECONDS = 1.0
@@ -112,6 +114,32 @@ class Denied:
 
 class LedgerUnavailable(Exception):
     """The backend could not be reached or answered with an error; ``__cause__`` has it."""
+
+
+class IdentityCache(Generic[V]):
+    """Values worked out from an object, found again by that very object (not an equal
+    one): a snapshot hands the same limits tuple to every request of a key, provider and
+    model. Each entry holds its object, so the object's id cannot be reused while the entry
+    stays; at most ``max_entries`` are kept (all are dropped when full)."""
+
+    __slots__ = ("_entries", "_max_entries")
+
+    def __init__(self, max_entries: int) -> None:
+        self._entries: dict[int, tuple[object, V]] = {}
+        self._max_entries = max_entries
+
+    def get(self, owner: object) -> V | None:
+        entry = self._entries.get(id(owner))
+        return entry[1] if entry is not None and entry[0] is owner else None
+
+    def put(self, owner: object, value: V) -> V:
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()
+        self._entries[id(owner)] = (owner, value)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 def dedupe_limits(groups: Iterable[Iterable[Limit]]) -> tuple[Limit, ...]:

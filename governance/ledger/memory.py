@@ -21,6 +21,7 @@ from governance.ledger.base import (
     TOKENS,
     Admitted,
     Denied,
+    IdentityCache,
     Ledger,
     Limit,
     Reservation,
@@ -31,7 +32,7 @@ from governance.ledger.base import (
 from governance.ledger.windows import Window, window_slot
 
 PURGE_INTERVAL_SECONDS = 1.0
-PLANS_MAX = 10_000  # limits tuples whose plans are kept (they hold the tuples)
+PLANS_MAX = 10_000  # limits tuples whose plans are kept
 
 
 # How much one request adds to a counter, by kind (:func:`governance.ledger.base.amount_for`
@@ -52,7 +53,6 @@ class _Plan:
     ``valid_from <= now < valid_until`` (the windows all limits share at that time);
     ``expires_at``: the latest counter expiry."""
 
-    limits: Sequence[Limit]  # held: its id keys the cache
     steps: tuple[tuple[Limit, int, int, str, float], ...]
     valid_from: float
     valid_until: float
@@ -72,17 +72,24 @@ class MemoryLedger(Ledger):
         self._next_purge = float("-inf")
         # limit id -> (window, valid from, valid until, counter key, counter expiry)
         self._slots: dict[str, tuple[Window, float, float, str, float]] = {}
-        self._plans: dict[int, _Plan] = {}  # id(limits) -> its counter keys, see _plan
+        self._plans: IdentityCache[_Plan] = IdentityCache(PLANS_MAX)  # limits -> see _plan
 
     def _key(self, limit: Limit, now: float) -> tuple[str, float]:
-        """Counter key and the time it may be dropped. The key of a limit's current window
-        is kept until the window ends (or a pending reset marker starts a new one)."""
+        """Counter key and the time it may be dropped."""
+        key, expires_at, _valid_from, _valid_until = self._slot(limit, now)
+        return key, expires_at
+
+    def _slot(self, limit: Limit, now: float) -> tuple[str, float, float, float]:
+        """Counter key, the time it may be dropped, and the times between which the key
+        holds. The key of a limit's current window is kept until the window ends (or a
+        pending reset marker starts a new one); a lease key always holds."""
         window = limit.window
         if window is None:
-            return f"{self.key_prefix}:{limit.id}:lease", now + self.lease_seconds
+            return (f"{self.key_prefix}:{limit.id}:lease", now + self.lease_seconds,
+                    float("-inf"), float("inf"))
         cached = self._slots.get(limit.id)
         if cached is not None and cached[0] is window and cached[1] <= now < cached[2]:
-            return cached[3], cached[4]
+            return cached[3], cached[4], cached[1], cached[2]
         slot, start, end = window_slot(window, now)
         marker = window.reset_marker
         until = marker if marker is not None and now < marker < end else end
@@ -91,7 +98,7 @@ class MemoryLedger(Ledger):
         if len(self._slots) > 100_000:
             self._slots.clear()
         self._slots[limit.id] = (window, start, until, name, expires_at)
-        return name, expires_at
+        return name, expires_at, start, until
 
     def _purge(self, now: float) -> None:
         """Drop expired counters, records and leases, at most once per clock second."""
@@ -124,26 +131,20 @@ class MemoryLedger(Ledger):
         built every time.)"""
         cacheable = type(limits) is tuple
         if cacheable:
-            plan = self._plans.get(id(limits))
-            if plan is not None and plan.limits is limits and \
-                    plan.valid_from <= now < plan.valid_until:
+            plan = self._plans.get(limits)
+            if plan is not None and plan.valid_from <= now < plan.valid_until:
                 return plan
         steps: list[tuple[Limit, int, int, str, float]] = []
         valid_from, valid_until = float("-inf"), float("inf")
         latest_expiry = float("-inf")
         for limit in dedupe_limits((limits,)):
-            key, expires_at = self._key(limit, now)
+            key, expires_at, start, until = self._slot(limit, now)
+            valid_from, valid_until = max(valid_from, start), min(valid_until, until)
             if limit.window is not None:
-                start, until = self._slots[limit.id][1:3]
-                valid_from, valid_until = max(valid_from, start), min(valid_until, until)
                 latest_expiry = max(latest_expiry, expires_at)
             steps.append((limit, _KINDS[limit.metric], limit.maximum, key, expires_at))
-        plan = _Plan(limits, tuple(steps), valid_from, valid_until, latest_expiry)
-        if cacheable:
-            if len(self._plans) >= PLANS_MAX:
-                self._plans.clear()
-            self._plans[id(limits)] = plan
-        return plan
+        plan = _Plan(tuple(steps), valid_from, valid_until, latest_expiry)
+        return self._plans.put(limits, plan) if cacheable else plan
 
     async def admit(self, request_id: str, limits: Sequence[Limit],
                     reservation: Reservation) -> Admitted | Denied:

@@ -542,3 +542,19 @@ async def _run_against_model(kind: str, steps: list[tuple[int | str, ...]]) -> N
 @given(steps=operations)
 def test_backend_matches_model(kind: str, steps: list[tuple[int | str, ...]]) -> None:
     asyncio.run(_run_against_model(kind, steps))
+
+
+def test_identity_cache_finds_the_same_object_only() -> None:
+    from governance.ledger.base import IdentityCache
+
+    cache: IdentityCache[str] = IdentityCache(max_entries=2)
+    first, equal = (requests_limit(1),), (requests_limit(1),)
+    assert first == equal and first is not equal
+    assert cache.put(first, "plan") == "plan"
+    assert cache.get(first) == "plan"
+    assert cache.get(equal) is None  # equal is not enough
+    cache.put(equal, "other")
+    assert cache.get(equal) == "other" and cache.get(first) == "plan"
+    third = ("third",)
+    cache.put(third, "new")  # two entries already: the cache starts over
+    assert (cache.get(first), cache.get(equal), cache.get(third)) == (None, None, "new")
