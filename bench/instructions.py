@@ -109,11 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep callgrind's files in DIR, for callgrind_annotate")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
-    work = Path(tempfile.mkdtemp(prefix="bench-instructions-"))
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-instructions-", dir=args.keep))
     out_dir = work / "callgrind"
     out_dir.mkdir()
     processes = _ValgrindProcesses(work, out_dir)
@@ -147,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"({measured[0] - baseline[0]:.1f}k instructions added per request)")
     finally:
         processes.stop_all()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"callgrind's files: {out_dir} (the dump ending in -01 of each process "
+                  "and thread holds the measured requests)")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
