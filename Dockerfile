@@ -9,15 +9,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PORT=8000
 
 WORKDIR /app
-# gcc for the compiled build of the request-time modules (gateway/compiled.py)
-RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
-    && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 
 COPY . .
-# (not through manage.py: Django's settings would create the state directory's secrets here)
-RUN python -c "import sys; from gateway.compiled import run; sys.exit(run('build'))"
 RUN useradd --create-home --uid 10001 gateway \
     && mkdir -p /data && chown gateway:gateway /data
 USER gateway

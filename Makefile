@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup compiled lint bench clean
+.PHONY: run test setup lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,23 +17,18 @@ $(STAMP): $(PY) requirements.txt requirements-dev.txt
 
 setup: $(STAMP)
 
-# The request-time modules compiled with Cython (gateway/compiled.py): a no-op when the
-# build matches the sources; without a C compiler the gateway runs them from source.
-compiled: $(STAMP)
-	$(PY) manage.py compiled build || echo "The request-time modules run from source."
-
-run: $(STAMP) compiled
+run: $(STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensure_admin
 	$(PY) manage.py serve
 
-test: $(STAMP) compiled
+test: $(STAMP)
 	$(PY) manage.py makemigrations --check --dry-run > /dev/null
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
-bench: $(STAMP) compiled
+bench: $(STAMP)
 	$(PY) -m bench.routing_cost
 	$(PY) -m bench.ledger
 	$(PY) -m bench.proxy
@@ -43,4 +38,4 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .compiled
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         processes.stop_all()
         if args.keep:
-            print(f"callgrind's files: {out_dir} (the dump ending in -01 of each process "
-                  "and thread holds the measured requests)")
+            print(f"callgrind's files: {out_dir} (callgrind.<pid>.1-<thread> hold the "
+                  "measured requests; thread 01 is the event loop)")
         else:
             shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -148,16 +148,11 @@ def _gateway_env(state_dir: Path) -> dict[str, str]:
     return env
 
 
-def start_gateway(processes: Processes, mock_url: str, state_dir: Path, server: str, *,
-                  label: str = "(c) gateway", from_source: bool = False) -> Target:
-    """Migrate, seed and start a gateway; ``from_source`` turns its compiled build off
-    (``GATEWAY_COMPILED=0``, gateway/compiled.py)."""
+def start_gateway(processes: Processes, mock_url: str, state_dir: Path, server: str
+                  ) -> Target:
     env = _gateway_env(state_dir)
-    if from_source:
-        env["GATEWAY_COMPILED"] = "0"
-    state_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    target = Target(label, f"http://127.0.0.1:{port}", "mock/gpt-4o-mini", "")
+    target = Target("(c) gateway", f"http://127.0.0.1:{port}", "mock/gpt-4o-mini", "")
     for step, command in (("migrate", [PY, "manage.py", "migrate", "--noinput"]),
                           ("seed", [PY, "-m", "bench.seed", "--mock-url", mock_url])):
         completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
@@ -179,21 +174,12 @@ def start_gateway(processes: Processes, mock_url: str, state_dir: Path, server: 
     else:
         command = [PY, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port),
                    "--workers", "1"]
-    name = "gateway-from-source" if from_source else "gateway"
-    process = processes.spawn(name, command, env)
+    process = processes.spawn("gateway", command, env)
     try:
-        processes.wait_ready(name, process, port, timeout=90)
+        processes.wait_ready("gateway", process, port, timeout=90)
     except RuntimeError as exc:
         target.error = str(exc)
     return target
-
-
-def compiled_status() -> str:
-    """``manage.py compiled status``: which request-time modules (c) runs compiled."""
-    completed = subprocess.run([PY, "manage.py", "compiled", "status"], cwd=ROOT,
-                               env=_gateway_env(Path(tempfile.gettempdir())),
-                               capture_output=True, text=True, check=False, timeout=120)
-    return completed.stdout or completed.stderr
 
 
 def start_litellm(processes: Processes, mock_url: str, state_dir: Path) -> Target | None:
@@ -412,10 +398,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="serve: manage.py serve (uvicorn access log on); uvicorn: the "
                         "same ASGI app under uvicorn with the access log off")
     parser.add_argument("--skip-gateway", action="store_true")
-    parser.add_argument("--from-source", action="store_true",
-                        help="also measure the gateway with its request-time modules run from "
-                        "source (GATEWAY_COMPILED=0), interleaved: an A/B of the compiled "
-                        "build")
     parser.add_argument("--rounds", type=int, default=None,
                         help="measure every scenario this many times, interleaved, and report "
                         "the median (default 3, 1 with --quick)")
@@ -448,18 +430,10 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_gateway:
                 print(f"starting the gateway ({args.gateway_server}): migrate, seed, serve",
                       flush=True)
-                print("  " + compiled_status().strip().splitlines()[-1], flush=True)
                 gateway = start_gateway(processes, mock_url, state_dir, args.gateway_server)
                 if gateway.error:
                     print(f"(c) gateway did not start: {gateway.error}")
                 targets.append(gateway)
-                if args.from_source:
-                    source = start_gateway(processes, mock_url, state_dir / "from-source",
-                                           args.gateway_server, label="(c') from source",
-                                           from_source=True)
-                    if source.error:
-                        print(f"(c') gateway from source did not start: {source.error}")
-                    targets.append(source)
             litellm = start_litellm(processes, mock_url, state_dir)
             if litellm is not None:
                 if litellm.error:

@@ -7,7 +7,6 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from gateway import compiled
 from gateway.conf import gateway_settings
 
 
@@ -29,10 +28,6 @@ class Command(BaseCommand):
                 "are counted in one process, and several would each count their own.")
         self.stdout.write(f"Serving on http://{options['host']}:{options['port']}/ "
                           f"(admin at /admin/, API docs at /api/docs/)")
-        rows = compiled.status()
-        ready = sum(state == "compiled" for _, state in rows)
-        self.stdout.write(f"Request-time modules: {ready} of {len(rows)} compiled"
-                          + ("" if ready == len(rows) else " (manage.py compiled status)"))
         uvicorn.run(
             "gateway.asgi:application",
             host=options["host"],
