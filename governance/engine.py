@@ -152,6 +152,9 @@ class Admission:
     bypassed: bool = False
 
 
+DIGESTS_MAX = 10_000
+
+
 class Governor:
     """Evaluates requests against one snapshot at a time and one ledger.
 
@@ -175,6 +178,9 @@ class Governor:
         self._limits_cache: tuple[object, dict[tuple[str | None, str, str],
                                                tuple[tuple[Limit, ...], CapacityPlan]]] = (
             None, {})
+        # presented secret -> its SHA-256, for secrets that named a key (at most
+        # DIGESTS_MAX): a client sends the same key with every request
+        self._digests: dict[str, str] = {}
 
     # -- identity and access -------------------------------------------------------------
 
@@ -184,9 +190,19 @@ class Governor:
             if self.require_virtual_key:
                 raise VirtualKeyRequired()
             return None
-        key = snapshot.keys_by_hash.get(digest(secret))  # type: ignore[attr-defined]
-        if key is None:
-            raise VirtualKeyNotFound()
+        hashed = self._digests.get(secret)
+        if hashed is None:
+            hashed = digest(secret)
+            key = snapshot.keys_by_hash.get(hashed)  # type: ignore[attr-defined]
+            if key is None:  # unknown secrets are not remembered: no cache to flood
+                raise VirtualKeyNotFound()
+            if len(self._digests) >= DIGESTS_MAX:
+                self._digests.clear()
+            self._digests[secret] = hashed
+        else:  # a key deleted since is in no later snapshot
+            key = snapshot.keys_by_hash.get(hashed)  # type: ignore[attr-defined]
+            if key is None:
+                raise VirtualKeyNotFound()
         if not key.is_active:
             raise VirtualKeyBlocked(f'Virtual key "{key.name}" is inactive')
         if key.expires_at is not None and key.expires_at <= self.clock():

@@ -747,7 +747,7 @@ class InferenceApp:
                     data, model=candidate.model))
         cost = self._cost(call, candidate, key, usage)
         headers = self._raw_headers(call, state, candidate, index, admission)
-        headers.append((b"x-gateway-cost-usd", _dollars(cost[0]).encode()))
+        headers.append((b"x-gateway-cost-usd", dollars_text(cost[0]).encode()))
         headers += forwarded_headers(response.raw_headers)
         headers.append(self._overhead(call))
         call.response_started = True
@@ -1145,9 +1145,16 @@ class StreamRelay:
             "type": "api_error", "message": message}})
 
 
-def _dollars(nanos: int) -> str:
-    text = f"{nanos / 1_000_000_000:.9f}".rstrip("0").rstrip(".")
-    return text or "0"
+def dollars_text(nanos: int) -> str:
+    """Nano-dollars as a decimal number of dollars, exactly, without trailing zeros
+    (``x-gateway-cost-usd``). Integer arithmetic: a float division rounds large amounts,
+    and formatting a float to nine places costs more than these two steps."""
+    if nanos < 0:
+        return "-" + dollars_text(-nanos)
+    whole, fraction = divmod(nanos, 1_000_000_000)
+    if not fraction:
+        return str(whole)
+    return f"{whole}.{fraction:09d}".rstrip("0")
 
 
 def _query(scope: dict[str, Any]) -> dict[str, str]:

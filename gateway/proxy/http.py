@@ -6,8 +6,9 @@ import itertools
 import math
 import os
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -47,21 +48,30 @@ def request_headers(scope: Mapping[str, Any]) -> dict[str, str]:
 class RequestIds:
     """Unique 32-hex-digit ids: 16 random digits per process, then a counter. ``uuid4``
     reads the kernel's random source on every call, which costs more than the rest of the
-    id path together on some machines; uniqueness is all a request id needs."""
+    id path together on some machines; uniqueness is all a request id needs. A forked
+    process starts over with new random digits (``os.register_at_fork``): a ``getpid()``
+    check per id was a system call per request."""
+
+    _live: ClassVar[weakref.WeakSet[RequestIds]] = weakref.WeakSet()
 
     def __init__(self) -> None:
-        self._prefix = ""
-        self._pid = -1
+        self.restart()
+        RequestIds._live.add(self)
+
+    def restart(self) -> None:
+        self._prefix = os.urandom(8).hex()
         self._counter = itertools.count(1)
 
     def __call__(self) -> str:
-        if self._pid != os.getpid():  # a forked worker gets its own prefix
-            self._pid = os.getpid()
-            self._prefix = os.urandom(8).hex()
-            self._counter = itertools.count(1)
         return f"{self._prefix}{next(self._counter):016x}"
 
 
+def _restart_request_ids() -> None:
+    for ids in list(RequestIds._live):
+        ids.restart()
+
+
+os.register_at_fork(after_in_child=_restart_request_ids)
 new_request_id = RequestIds()
 
 

@@ -149,6 +149,22 @@ def test_inactive_and_expired_keys_are_blocked(world):
         Governor(MemoryLedger()).authenticate(snapshot(), SECRET)
 
 
+def test_a_key_seen_before_is_checked_against_each_new_snapshot(world):
+    governor = Governor(MemoryLedger())
+    assert governor.authenticate(snapshot(), SECRET).name == "prod"
+    assert governor.authenticate(snapshot(), SECRET).name == "prod"  # remembered digest
+    key = world["key"]
+    key.is_active = False
+    key.save()
+    with pytest.raises(errors.VirtualKeyBlocked, match="inactive"):
+        governor.authenticate(snapshot(), SECRET)
+    key.delete()
+    with pytest.raises(errors.VirtualKeyNotFound):
+        governor.authenticate(snapshot(), SECRET)
+    with pytest.raises(errors.VirtualKeyNotFound):
+        governor.authenticate(snapshot(), "sk-gw-unknown")
+
+
 def test_provider_and_model_access(world):
     governor = Governor(MemoryLedger())
     key = governor.authenticate(snapshot(), SECRET)

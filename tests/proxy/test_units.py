@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from dataclasses import dataclass, field
+from decimal import Decimal, localcontext
 
 import orjson
 import pytest
@@ -13,9 +15,9 @@ from hypothesis import strategies as st
 
 from gateway import errors
 from gateway.proxy.adapters import openai_usage, prompt_length, upstream_request
-from gateway.proxy.app import backoff_seconds, parse_body
+from gateway.proxy.app import backoff_seconds, dollars_text, parse_body
 from gateway.proxy.breaker import Breaker, State
-from gateway.proxy.http import Cors, forwarded_headers, request_id_from
+from gateway.proxy.http import REQUEST_ID, Cors, RequestIds, forwarded_headers, request_id_from
 from gateway.proxy.resolve import Candidate, RouteStats, resolve, split_model, weighted_order
 from gateway.proxy.sse import SSEParser
 from routing.cel import get_engine
@@ -79,6 +81,45 @@ def test_request_id(header, kept):
     result = request_id_from({"x-request-id": header})
     assert (result == header) is kept
     assert len(result) <= 128
+
+
+def test_generated_request_ids_are_unique_and_a_forked_process_gets_its_own():
+    ids = RequestIds()
+    made = [ids() for _ in range(1000)]
+    assert len(set(made)) == 1000
+    assert all(len(value) == 32 and int(value, 16) >= 0 for value in made)
+    assert REQUEST_ID.fullmatch(made[0])
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: its next id, then leave without running pytest's teardown
+        os.write(write_end, ids().encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    in_child = os.read(read_end, 64).decode()
+    os.close(read_end)
+    assert len(in_child) == 32
+    assert in_child[:16] != made[0][:16]  # new random digits, so no id repeats across workers
+    assert ids()[:16] == made[0][:16]  # the parent's ids are unchanged
+
+
+@pytest.mark.parametrize(("nanos", "text"), [
+    (0, "0"), (1, "0.000000001"), (325_000, "0.000325"), (1_000_000_000, "1"),
+    (50_020_000_000, "50.02"), (-1, "-0.000000001"),
+    (123_456_789_012_345_678_901, "123456789012.345678901"),  # beyond a float's digits
+])
+def test_dollars_text(nanos, text):
+    assert dollars_text(nanos) == text
+
+
+@given(st.integers(min_value=-(10**30), max_value=10**30))
+def test_dollars_text_is_the_exact_amount(nanos):
+    text = dollars_text(nanos)
+    with localcontext() as context:
+        context.prec = 60
+        assert Decimal(text) * 1_000_000_000 == nanos
+    if "." in text:
+        assert not text.endswith(("0", "."))
 
 
 def test_sse_parser_handles_any_split_and_crlf():
