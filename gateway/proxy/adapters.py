@@ -17,6 +17,10 @@ from urllib.parse import quote
 from pricing.cost import Usage
 
 ANTHROPIC_VERSION = "2023-06-01"
+# Sent to providers in place of aiohttp's own ("Python/3.x aiohttp/3.x"). Set on each
+# request: the session's skip_auto_headers, the other way to leave that out, rebuilds a
+# header dictionary on every request.
+USER_AGENT = "llm-gateway"
 OPENAI_KINDS = frozenset({"openai", "openai_compatible", "azure"})
 OPENAI_PATHS = {"chat": "chat/completions", "completions": "completions",
                 "embeddings": "embeddings"}
@@ -74,7 +78,8 @@ def upstream_request(kind: str, base_url: str, api_version: str, api_key: str,
                      client_headers: Mapping[str, str]) -> UpstreamRequest:
     """URL and headers for ``operation`` (chat, completions, embeddings, messages)."""
     base = base_url.rstrip("/")
-    headers = {"content-type": "application/json", "x-request-id": request_id}
+    headers = {"content-type": "application/json", "user-agent": USER_AGENT,
+               "x-request-id": request_id}
     if kind == "anthropic":
         if operation != "messages":
             raise UnsupportedOperation(f"provider kind anthropic does not serve {operation}")

@@ -24,8 +24,7 @@ SETTLE_WAIT_S = 5.0
 def new_session() -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=CONNECTION_LIMIT, ttl_dns_cache=300,
                                      enable_cleanup_closed=True)
-    return aiohttp.ClientSession(connector=connector, auto_decompress=True,
-                                 skip_auto_headers=("User-Agent",))
+    return aiohttp.ClientSession(connector=connector, auto_decompress=True)
 
 
 async def start_data_plane(app: InferenceApp, runtime: GovernanceRuntime | None = None) -> None:

@@ -54,6 +54,7 @@ def test_chat_completion(gateway, world):
     upstream = world["mock"].requests[-1]
     assert upstream.headers["authorization"] == "Bearer mock-ok"
     assert upstream.headers["x-request-id"] == headers["x-request-id"]
+    assert upstream.headers["user-agent"] == "llm-gateway"  # not aiohttp's
     assert upstream.json["model"] == "gpt-4o-mini"
     gateway.flush()
     [record] = records()

@@ -14,7 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway import errors
-from gateway.proxy.adapters import openai_usage, prompt_length, upstream_request
+from gateway.proxy.adapters import USER_AGENT, openai_usage, prompt_length, upstream_request
 from gateway.proxy.app import backoff_seconds, dollars_text, parse_body
 from gateway.proxy.breaker import Breaker, State
 from gateway.proxy.http import REQUEST_ID, Cors, RequestIds, forwarded_headers, request_id_from
@@ -209,6 +209,7 @@ def test_upstream_request_per_kind(kind, operation, url, credential):
     assert request.url == url
     assert request.headers[credential[0]] == credential[1]
     assert request.headers["x-request-id"] == "rid"
+    assert request.headers["user-agent"] == USER_AGENT
 
 
 def test_openai_usage_reads_cached_and_reasoning_tokens():
