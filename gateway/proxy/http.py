@@ -71,7 +71,8 @@ def _restart_request_ids() -> None:
         ids.restart()
 
 
-os.register_at_fork(after_in_child=_restart_request_ids)
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
+    os.register_at_fork(after_in_child=_restart_request_ids)
 new_request_id = RequestIds()
 
 
