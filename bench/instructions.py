@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
-    if args.keep:
+    if args.keep:  # absolute: valgrind runs from the project's root
+        args.keep = args.keep.resolve()
         args.keep.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-instructions-", dir=args.keep))
     out_dir = work / "callgrind"

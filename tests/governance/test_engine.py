@@ -161,8 +161,28 @@ def test_a_key_seen_before_is_checked_against_each_new_snapshot(world):
     key.delete()
     with pytest.raises(errors.VirtualKeyNotFound):
         governor.authenticate(snapshot(), SECRET)
+    assert SECRET not in governor._digests  # a deleted key's secret is not kept in memory
     with pytest.raises(errors.VirtualKeyNotFound):
         governor.authenticate(snapshot(), "sk-gw-unknown")
+
+
+def test_remembered_secrets_are_only_known_ones_and_bounded(world, monkeypatch):
+    """White-box: the digest cache holds no secret that named no key, and never more
+    than DIGESTS_MAX of them (unknown secrets must not be able to fill memory)."""
+    monkeypatch.setattr("governance.engine.DIGESTS_MAX", 3)
+    for index in range(4):
+        VirtualKeyFactory(secret_hash=digest(f"sk-gw-{index:032d}"))
+    governor = Governor(MemoryLedger())
+    current = snapshot()
+    for index in range(50):
+        with pytest.raises(errors.VirtualKeyNotFound):
+            governor.authenticate(current, f"sk-gw-unknown-{index}")
+    assert governor._digests == {}
+    for index in range(4):
+        assert governor.authenticate(current, f"sk-gw-{index:032d}") is not None
+        assert len(governor._digests) <= 3
+    assert governor.authenticate(current, SECRET).name == "prod"
+    assert governor._digests[SECRET] == digest(SECRET)
 
 
 def test_provider_and_model_access(world):

@@ -83,6 +83,7 @@ def test_request_id(header, kept):
     assert len(result) <= 128
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 def test_generated_request_ids_are_unique_and_a_forked_process_gets_its_own():
     ids = RequestIds()
     made = [ids() for _ in range(1000)]
@@ -91,11 +92,16 @@ def test_generated_request_ids_are_unique_and_a_forked_process_gets_its_own():
     assert REQUEST_ID.fullmatch(made[0])
     read_end, write_end = os.pipe()
     child = os.fork()
-    if child == 0:  # the child: its next id, then leave without running pytest's teardown
-        os.write(write_end, ids().encode())
-        os._exit(0)
+    if child == 0:  # the child: its next id, then leave whatever happens (never back to pytest)
+        code = 1
+        try:
+            os.write(write_end, ids().encode())
+            code = 0
+        finally:
+            os._exit(code)
     os.close(write_end)
-    os.waitpid(child, 0)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
     in_child = os.read(read_end, 64).decode()
     os.close(read_end)
     assert len(in_child) == 32
