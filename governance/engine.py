@@ -178,11 +178,11 @@ class Governor:
         self._limits_cache: tuple[object, dict[tuple[str | None, str, str],
                                                tuple[tuple[Limit, ...], CapacityPlan]]] = (
             None, {})
-        # presented secret -> its SHA-256, for secrets that named a key in the snapshot
-        # ``_digests_snapshot`` (at most DIGESTS_MAX): a client sends the same key with
-        # every request. A new snapshot keeps only the secrets of keys it still has.
-        self._digests: dict[str, str] = {}
-        self._digests_snapshot: object = None
+        # (snapshot, presented secret -> its SHA-256) for secrets that named a key in that
+        # snapshot (at most DIGESTS_MAX): a client sends the same key with every request.
+        # Started over with each snapshot, like _limits_cache: a deleted key's secret is
+        # not kept, and a remembered digest is always a key of the snapshot.
+        self._digests: tuple[object, dict[str, str]] = (None, {})
 
     # -- identity and access -------------------------------------------------------------
 
@@ -193,21 +193,21 @@ class Governor:
                 raise VirtualKeyRequired()
             return None
         keys_by_hash = snapshot.keys_by_hash  # type: ignore[attr-defined]
-        if snapshot is not self._digests_snapshot:  # deleted keys' secrets are forgotten
-            self._digests = {remembered: hashed for remembered, hashed in self._digests.items()
-                             if hashed in keys_by_hash}
-            self._digests_snapshot = snapshot
-        hashed = self._digests.get(secret)
+        owner, digests = self._digests
+        if owner is not snapshot:
+            digests = {}
+            self._digests = (snapshot, digests)  # one assignment: safe across threads
+        hashed = digests.get(secret)
         if hashed is None:
             hashed = digest(secret)
             key = keys_by_hash.get(hashed)
             if key is None:  # unknown secrets are not remembered: no cache to flood
                 raise VirtualKeyNotFound()
-            if len(self._digests) >= DIGESTS_MAX:
-                self._digests.clear()
-            self._digests[secret] = hashed
+            if len(digests) >= DIGESTS_MAX:
+                digests.clear()
+            digests[secret] = hashed
         else:
-            key = keys_by_hash[hashed]  # this snapshot has it: see above
+            key = keys_by_hash[hashed]  # remembered from this snapshot, so it has the key
         if not key.is_active:
             raise VirtualKeyBlocked(f'Virtual key "{key.name}" is inactive')
         if key.expires_at is not None and key.expires_at <= self.clock():

@@ -152,7 +152,7 @@ def test_inactive_and_expired_keys_are_blocked(world):
 def test_a_key_seen_before_is_checked_against_each_new_snapshot(world):
     governor = Governor(MemoryLedger())
     assert governor.authenticate(snapshot(), SECRET).name == "prod"
-    assert governor.authenticate(snapshot(), SECRET).name == "prod"  # remembered digest
+    assert governor.authenticate(snapshot(), SECRET).name == "prod"  # a second time too
     key = world["key"]
     key.is_active = False
     key.save()
@@ -161,7 +161,7 @@ def test_a_key_seen_before_is_checked_against_each_new_snapshot(world):
     key.delete()
     with pytest.raises(errors.VirtualKeyNotFound):
         governor.authenticate(snapshot(), SECRET)
-    assert SECRET not in governor._digests  # a deleted key's secret is not kept in memory
+    assert SECRET not in governor._digests[1]  # a deleted key's secret is not kept in memory
     with pytest.raises(errors.VirtualKeyNotFound):
         governor.authenticate(snapshot(), "sk-gw-unknown")
 
@@ -177,12 +177,12 @@ def test_remembered_secrets_are_only_known_ones_and_bounded(world, monkeypatch):
     for index in range(50):
         with pytest.raises(errors.VirtualKeyNotFound):
             governor.authenticate(current, f"sk-gw-unknown-{index}")
-    assert governor._digests == {}
+    assert governor._digests[1] == {}
     for index in range(4):
         assert governor.authenticate(current, f"sk-gw-{index:032d}") is not None
-        assert len(governor._digests) <= 3
+        assert len(governor._digests[1]) <= 3
     assert governor.authenticate(current, SECRET).name == "prod"
-    assert governor._digests[SECRET] == digest(SECRET)
+    assert governor._digests[1][SECRET] == digest(SECRET)
 
 
 def test_provider_and_model_access(world):
