@@ -112,6 +112,40 @@ def test_a_client_request_id_used_twice_keeps_both_records_and_redelivery_neithe
     assert UsageRecord.objects.get(request_id="gw-3").event_id == "gw-3"
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("rows_max", [1, 7, 250])
+def test_batches_wider_than_one_statement_count_every_new_row_once(monkeypatch, rows_max):
+    monkeypatch.setattr("governance.tasks.INSERT_ROWS_MAX", rows_max)
+    monkeypatch.setattr("governance.tasks._INSERT_PLANS", {})
+    assert write_records([event(f"old{index}") for index in range(5)]) == 5
+    # 20 events: 5 already recorded, one listed twice, spread over several statements.
+    batch = [event(f"old{index}") for index in range(5)]
+    batch += [event(f"new{index}", prompt_tokens=index) for index in range(15)]
+    batch.insert(9, event("new3", prompt_tokens=3))
+    assert write_records(batch) == 15
+    assert UsageRecord.objects.count() == 20
+    assert sorted(UsageRecord.objects.filter(request_id__startswith="new")
+                  .values_list("prompt_tokens", flat=True)) == list(range(15))
+    assert write_records(batch) == 0
+
+
+@pytest.mark.django_db
+def test_one_statement_stays_within_the_databases_parameter_limit(monkeypatch):
+    from django.db import connection
+
+    from governance.tasks import RECORD_COLUMNS, _insert_plan, _parameters_max
+
+    monkeypatch.setattr("governance.tasks._INSERT_PLANS", {})
+    limit = _parameters_max(connection)
+    assert limit >= len(RECORD_COLUMNS)
+    plan = _insert_plan(connection)
+    assert 1 <= plan.rows_per_statement * len(RECORD_COLUMNS) <= limit
+    monkeypatch.setattr("governance.tasks._INSERT_PLANS", {})
+    monkeypatch.setattr("governance.tasks._parameters_max", lambda _: len(RECORD_COLUMNS) * 3)
+    assert _insert_plan(connection).rows_per_statement == 3
+    assert write_records([event(f"r{index}") for index in range(10)]) == 10
+
+
 def test_an_event_queued_before_event_ids_existed_is_keyed_by_its_request_id():
     legacy = orjson.loads(event("r-old").to_json())
     del legacy["event_id"]
