@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
@@ -73,10 +74,14 @@ class InferencePrefixRouter:
                 return True
         return False
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    _asgi_single_callable = True  # ``__call__`` is not a coroutine function, but ASGI 3
+
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
+        """The chosen application's coroutine itself: no coroutine of its own around it
+        (every resumption of a request's task walks down the whole chain of them)."""
         if self.is_inference(scope["path"]):
-            return await self.inference(scope, receive, send)
-        return await self.fallback(scope, receive, send)
+            return self.inference(scope, receive, send)
+        return self.fallback(scope, receive, send)
 
 
 application = ProtocolTypeRouter({

@@ -87,21 +87,21 @@ def _coerce(name: str, raw: Any) -> Any:
 
 
 class GatewaySettings:
-    def __init__(self) -> None:
-        self._cache: dict[str, Any] = {}
+    """``gateway_settings.NAME``: the ``GATEWAY_NAME`` setting, checked and coerced once.
+
+    A value read once is kept as an instance attribute, so later reads are plain attribute
+    reads (the data plane reads some on every request) and never reach ``__getattr__``;
+    :meth:`reload` (on Django's ``setting_changed``) forgets them all."""
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name not in DEFAULTS:
             raise AttributeError(f"Invalid gateway setting: {name!r}")
-        try:
-            return self._cache[name]
-        except KeyError:
-            raw = getattr(settings, f"GATEWAY_{name}", DEFAULTS[name])
-            value = self._cache[name] = _coerce(name, raw)
-            return value
+        value = _coerce(name, getattr(settings, f"GATEWAY_{name}", DEFAULTS[name]))
+        setattr(self, name, value)
+        return value
 
     def reload(self) -> None:
-        self._cache.clear()
+        self.__dict__.clear()
 
     def validate(self) -> None:
         """Read every setting once, so a bad value fails at startup rather than mid-request."""

@@ -161,6 +161,7 @@ class EffectiveRates:
     # None when tiered, or when one is negative or not whole.
     estimate_rates: tuple[float, float] = (0.0, 0.0)
     atto_rates: tuple[int, ...] | None = None
+    estimate_request_nanos: int = 0  # the per-request fee, whole nano-dollars (cut)
 
     @classmethod
     def from_rates(cls, rates: Rates) -> EffectiveRates:
@@ -180,6 +181,7 @@ class EffectiveRates:
             request=request,
             tiered=tiered,
             estimate_rates=(float(slots[0].base), float(slots[1].base)),
+            estimate_request_nanos=int(request * 1_000_000_000),
             atto_rates=None if tiered else _whole_atto(
                 (slots[0].base, slots[2].base, slots[3].base, slots[4].base, slots[1].base,
                  request)),
@@ -379,7 +381,7 @@ class Pricer:
         else:
             input_rate, output_rate = rates.estimate_rates
         dollars = input_rate * max(input_tokens, 0) + output_rate * max(output_tokens, 0)
-        return int(dollars * 1e9) + int(rates.request * 1_000_000_000) + 1
+        return int(dollars * 1e9) + rates.estimate_request_nanos + 1
 
     def cost_nanos(self, usage: Usage, provider: str, model: str, request_type: str,
                    virtual_key_id: Any = None, provider_key_id: Any = None) -> tuple[int, bool]:

@@ -320,13 +320,8 @@ class InferenceApp:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        self.active += 1
-        try:
-            await self._handle(scope, receive, send)
-        finally:
-            self.active -= 1
-
-    async def _handle(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        # One coroutine here, not two: every resumption of a request's task walks down the
+        # whole chain of coroutines awaiting each other.
         started = time.perf_counter()
         headers = request_headers(scope)
         request_id = request_id_from(headers)
@@ -341,6 +336,7 @@ class InferenceApp:
                     ledger_id=request_id if request_id != headers.get("x-request-id")
                     else new_request_id(),
                     headers=headers, operation="", dialect=dialect, base_headers=base_headers)
+        self.active += 1  # (no await before this line: nothing can stop the request earlier)
         try:
             if scope["method"] == "OPTIONS":
                 await self._preflight(call, state)
@@ -364,6 +360,8 @@ class InferenceApp:
                 await self._send_error(call, error)
         except ConnectionAbortedError:
             return
+        finally:
+            self.active -= 1
 
     async def _send_error(self, call: Call, error: GatewayError) -> None:
         call.response_started = True

@@ -772,6 +772,14 @@ def test_estimate_is_the_quote_within_a_nano_dollar(model, input_tokens, output_
     assert abs(estimate - exact) <= 2 + exact * 1e-9
 
 
+def test_estimate_includes_the_per_request_fee():
+    pricer = make_pricer()
+    usage = Usage(input_tokens=1000, output_tokens=1000)
+    exact = pricer.quote(usage, "pplx", "sonar", CHAT).total_nanos
+    assert exact == 14_000_000  # $0.001 + $0.001 + the $0.012 fee
+    assert abs(pricer.estimate_nanos("pplx", "sonar", CHAT, None, 1000, 1000) - exact) <= 2
+
+
 def test_estimate_of_an_unpriced_model_is_zero_and_not_counted():
     pricer = Pricer(catalog=PriceCatalog.bundled(), overrides=[],
                     providers=[ProviderPricing("openai", "openai")])
