@@ -90,6 +90,8 @@ CONTROL_TYPES: dict[str, type] = {
     "cached_tokens": int,          # prompt_tokens_details.cached_tokens / cache_read_input_tokens
     "cache_creation_tokens": int,  # Anthropic cache_creation_input_tokens
     "reasoning_tokens": int,       # OpenAI completion_tokens_details.reasoning_tokens (added)
+    "set_cookie": str,             # a Set-Cookie header on the answer (real providers' CDN
+                                   # fronts set __cf_bm and the like)
 }
 BOOL_CONTROLS = frozenset({"drop", "malformed", "no_usage", "tool_call"})
 # What ``fail_times`` limits to the first N requests.
@@ -139,6 +141,7 @@ class Controls:
     cached_tokens: int = 0
     cache_creation_tokens: int = 0
     reasoning_tokens: int = 0
+    set_cookie: str | None = None
 
 
 NO_CONTROLS = Controls()
@@ -819,11 +822,13 @@ class MockUpstream:
             chunks=controls.chunks if controls.chunks is not None else self.chunks,
         )
 
-    def _headers(self, api: str) -> dict[str, str]:
+    def _headers(self, api: str, controls: Controls = NO_CONTROLS) -> dict[str, str]:
         rid = f"req_mock{next(self._ids):012d}"
-        if api == "anthropic":
-            return {"request-id": rid}
-        return {"x-request-id": rid, "openai-processing-ms": "1"}
+        headers = ({"request-id": rid} if api == "anthropic"
+                   else {"x-request-id": rid, "openai-processing-ms": "1"})
+        if controls.set_cookie:
+            headers["set-cookie"] = controls.set_cookie
+        return headers
 
     def _fill(self, template: bytes) -> bytes:
         """A cached body with a fresh id and creation time."""
@@ -850,8 +855,8 @@ class MockUpstream:
         return self._fill(template)
 
     async def _send(self, request: web.Request, api: str, payload: bytes,
-                    stream: bool) -> web.StreamResponse:
-        headers = self._headers(api)
+                    stream: bool, controls: Controls = NO_CONTROLS) -> web.StreamResponse:
+        headers = self._headers(api, controls)
         if not stream:
             return web.Response(body=payload, content_type="application/json", headers=headers)
         response = web.StreamResponse(headers={**headers, **SSE_HEADERS})
@@ -878,8 +883,8 @@ class MockUpstream:
             build = anthropic_body if call.api == "anthropic" else openai_body
             payload = self._render(call, build)
         if controls.first_byte_delay_ms <= 0 and controls.drop_after_chunks is None:
-            return await self._send(request, call.api, payload, False)
-        response = web.StreamResponse(headers={**self._headers(call.api),
+            return await self._send(request, call.api, payload, False, call.controls)
+        response = web.StreamResponse(headers={**self._headers(call.api, call.controls),
                                                "content-type": "application/json"})
         response.content_length = len(payload)
         await response.prepare(request)
@@ -898,8 +903,10 @@ class MockUpstream:
         build = anthropic_events if anthropic else openai_events
         if (controls.chunk_delay_ms <= 0 and controls.first_byte_delay_ms <= 0
                 and controls.drop_after_chunks is None and not controls.malformed):
-            return await self._send(request, call.api, self._render(call, build), True)
-        response = web.StreamResponse(headers={**self._headers(call.api), **SSE_HEADERS})
+            return await self._send(request, call.api, self._render(call, build), True,
+                                    call.controls)
+        response = web.StreamResponse(headers={**self._headers(call.api, call.controls),
+                                               **SSE_HEADERS})
         await response.prepare(request)
         events = build(call, f"mock{next(self._ids):016x}", int(time.time()))
         if controls.malformed:
@@ -949,7 +956,7 @@ class MockUpstream:
         if not call.controls.no_usage:
             payload["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
         return web.Response(body=orjson.dumps(payload), content_type="application/json",
-                            headers=self._headers(call.api))
+                            headers=self._headers(call.api, call.controls))
 
 
 def _join(built: Any) -> bytes:

@@ -22,9 +22,13 @@ SETTLE_WAIT_S = 5.0
 
 
 def new_session() -> aiohttp.ClientSession:
+    """The worker's one pooled upstream session. It keeps no cookies: it serves every
+    virtual key, and a cookie one provider response sets (a CDN's, an auth proxy's session)
+    would otherwise go out with everyone's later requests to that host."""
     connector = aiohttp.TCPConnector(limit=CONNECTION_LIMIT, ttl_dns_cache=300,
                                      enable_cleanup_closed=True)
-    return aiohttp.ClientSession(connector=connector, auto_decompress=True)
+    return aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                 cookie_jar=aiohttp.DummyCookieJar())
 
 
 async def start_data_plane(app: InferenceApp, runtime: GovernanceRuntime | None = None) -> None:

@@ -146,6 +146,23 @@ async def test_no_usage_control(mock, oai, http):
     assert all(chunk["choices"] for chunk in chunks)
 
 
+@pytest.mark.parametrize(("path", "body", "headers"), [
+    ("/v1/chat/completions", CHAT, OPENAI_HEADERS),
+    ("/v1/chat/completions", {**CHAT, "stream": True}, OPENAI_HEADERS),
+    ("/v1/chat/completions", CHAT, {**OPENAI_HEADERS, "x-mock-first-byte-delay-ms": "1"}),
+    ("/v1/embeddings", {"model": "text-embedding-3-small", "input": "hi"}, OPENAI_HEADERS),
+    ("/v1/messages", MESSAGES, ANTHROPIC_HEADERS),
+    ("/v1/messages", {**MESSAGES, "stream": True}, {**ANTHROPIC_HEADERS,
+                                                     "x-mock-chunk-delay-ms": "1"}),
+])
+async def test_set_cookie_control(mock, http, path, body, headers):
+    status, answered, _ = await post(http, f"{mock.url}{path}",
+                                     {**body, "mock": {"set_cookie": "a=1; Path=/"}}, headers)
+    assert status == 200 and answered["Set-Cookie"] == "a=1; Path=/"
+    status, answered, _ = await post(http, f"{mock.url}{path}", body, headers)
+    assert status == 200 and "Set-Cookie" not in answered
+
+
 async def test_openai_tool_call(oai):
     completion = await oai.chat.completions.create(
         **CHAT, tools=[WEATHER_TOOL], extra_headers={"x-mock-tool-call": "true"})

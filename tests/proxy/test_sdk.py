@@ -85,6 +85,25 @@ def test_client_request_id_is_echoed_and_forwarded(gateway, world):
     assert first.event_id != second.event_id
 
 
+def test_a_providers_cookies_never_reach_another_request(gateway, world):
+    # One pooled session serves every virtual key: a cookie a provider sets (its CDN's
+    # __cf_bm, an auth proxy's session) must not be sent back with anyone's next request,
+    # nor reach the client. (Cookie jars ignore IP hosts: the provider is named by name.)
+    world["openai"].base_url = world["openai"].base_url.replace("127.0.0.1", "localhost")
+    world["openai"].save()
+    gateway.reload()
+    with openai_client(gateway, world["secret"]) as client:
+        first = client.chat.completions.with_raw_response.create(
+            model="mock/gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
+            extra_body={"mock": {"set_cookie": "session=tenant-a; Path=/; HttpOnly"}})
+        client.chat.completions.create(model="mock/gpt-4o-mini",
+                                       messages=[{"role": "user", "content": "y"}])
+    assert "set-cookie" not in first.headers
+    assert world["mock"].requests[0].json["mock"] == {
+        "set_cookie": "session=tenant-a; Path=/; HttpOnly"}  # passed through untouched
+    assert [request.headers.get("cookie") for request in world["mock"].requests] == [None, None]
+
+
 def test_stream_with_usage(gateway, world):
     with openai_client(gateway, world["secret"]) as client:
         stream = client.chat.completions.create(
