@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -67,11 +68,20 @@ class _InsertPlan:
     row: Callable[[UsageEvent], tuple[Any, ...]]
     # Run on the driver's own cursor, in the driver's own placeholders: Django's SQLite
     # cursor rewrites every %s of a statement with a regular expression, with the GIL held
-    # (thousands of them in a statement of hundreds of rows).
+    # (thousands of them in a statement of hundreds of rows). Its errors are then the
+    # driver's (sqlite3.IntegrityError, not django.db's) and Django logs no query; the
+    # callers catch any exception.
     driver_cursor: bool = False
+    _statements: dict[int, str] = dataclasses.field(default_factory=dict, compare=False,
+                                                    repr=False)
 
     def sql(self, rows: int) -> str:
-        return f"{self.prefix} {', '.join([self.values] * rows)} {self.suffix}"
+        """The statement for ``rows`` rows (kept: a flush uses the same few widths)."""
+        statement = self._statements.get(rows)
+        if statement is None:
+            statement = self._statements[rows] = (
+                f"{self.prefix} {', '.join([self.values] * rows)} {self.suffix}")
+        return statement
 
 
 def _parameters_max(connection: Any) -> int:
@@ -174,14 +184,11 @@ def write_records(events: Sequence[UsageEvent]) -> int:
         plan = _insert_plan(connection)
         rows = [plan.row(event) for event in unique.values()]
         step = plan.rows_per_statement
-        full_sql = plan.sql(step) if len(rows) >= step else ""
-        connection.ensure_connection()
         with (contextlib.closing(connection.connection.cursor()) if plan.driver_cursor
               else connection.cursor()) as cursor:
             for start in range(0, len(rows), step):
                 chunk = rows[start:start + step]
-                cursor.execute(full_sql if len(chunk) == step else plan.sql(len(chunk)),
-                               [value for row in chunk for value in row])
+                cursor.execute(plan.sql(len(chunk)), [value for row in chunk for value in row])
                 written += cursor.rowcount
     return written
 
