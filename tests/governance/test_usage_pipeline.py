@@ -3,6 +3,7 @@ counters from records."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -303,6 +304,69 @@ async def test_redis_stream_sink_delivers_once_and_survives_a_crashed_consumer()
         sync_client.delete(stream)
         sync_client.close()
         await producer_client.aclose()
+
+
+@pytest.mark.redis
+async def test_redis_stream_sink_sends_concurrent_events_once_each_in_few_round_trips():
+    import redis.asyncio as aioredis
+
+    stream = f"test:usage:{uuid.uuid4().hex}"
+    client = aioredis.Redis()
+    sink = RedisStreamSink(client, stream=stream)
+    round_trips = 0
+    pipeline = client.pipeline
+
+    def counted_pipeline(*args, **kwargs):
+        nonlocal round_trips
+        round_trips += 1
+        return pipeline(*args, **kwargs)
+
+    client.pipeline = counted_pipeline
+    try:
+        await asyncio.gather(*(sink.emit(event(f"c{index}")) for index in range(300)))
+        assert sink.pending() == 0
+        entries = await client.xrange(stream)
+        ids = [orjson.loads(fields[b"event"])["request_id"] for _, fields in entries]
+        assert ids == [f"c{index}" for index in range(300)]  # each once, in order
+        assert round_trips <= 10  # batched while a round trip was on its way
+    finally:
+        await client.delete(stream)
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_redis_stream_sink_keeps_a_failed_batch_in_order_for_the_next_try():
+    import redis.asyncio as aioredis
+
+    stream = f"test:usage:{uuid.uuid4().hex}"
+    client = aioredis.Redis()
+    sink = RedisStreamSink(client, stream=stream, batch_max=4)
+    pipeline = client.pipeline
+    failures = iter([False, True])  # the second round trip fails
+
+    def flaky_pipeline(*args, **kwargs):
+        pipe = pipeline(*args, **kwargs)
+        if next(failures, False):
+            async def refused():
+                raise redis.ConnectionError("Redis went away")
+            pipe.execute = refused
+        return pipe
+
+    client.pipeline = flaky_pipeline
+    try:
+        await asyncio.gather(*(sink.emit(event(f"f{index}")) for index in range(10)))
+        # The first round trip took the first event alone (the others came while it was on
+        # its way); the second, of the next 4, failed: they wait, with the rest, in order.
+        assert sink.pending() == 9
+        assert [orjson.loads(fields[b"event"])["request_id"]
+                for _, fields in await client.xrange(stream)] == ["f0"]
+        assert await sink.retry_pending() == 0
+        entries = await client.xrange(stream)
+        assert [orjson.loads(fields[b"event"])["request_id"] for _, fields in entries] == \
+            [f"f{index}" for index in range(10)]
+    finally:
+        await client.delete(stream)
+        await client.aclose()
 
 
 async def test_redis_stream_sink_buffers_when_redis_is_down():
