@@ -92,6 +92,7 @@ CONTROL_TYPES: dict[str, type] = {
     "reasoning_tokens": int,       # OpenAI completion_tokens_details.reasoning_tokens (added)
     "set_cookie": str,             # a Set-Cookie header on the answer (real providers' CDN
                                    # fronts set __cf_bm and the like)
+    "location": str,               # a Location header on an error status (a redirect)
 }
 BOOL_CONTROLS = frozenset({"drop", "malformed", "no_usage", "tool_call"})
 # What ``fail_times`` limits to the first N requests.
@@ -142,6 +143,7 @@ class Controls:
     cache_creation_tokens: int = 0
     reasoning_tokens: int = 0
     set_cookie: str | None = None
+    location: str | None = None
 
 
 NO_CONTROLS = Controls()
@@ -541,8 +543,11 @@ def error_body(api: str, status: int, message: str) -> dict[str, Any]:
 
 
 def error_response(api: str, status: int, message: str, *,
-                   retry_after: str | None = None) -> web.Response:
-    headers = {"retry-after": retry_after} if retry_after else None
+                   retry_after: str | None = None, location: str | None = None
+                   ) -> web.Response:
+    headers = {"retry-after": retry_after} if retry_after else {}
+    if location:
+        headers["location"] = location
     return web.Response(status=status, body=orjson.dumps(error_body(api, status, message)),
                         content_type="application/json", headers=headers)
 
@@ -742,7 +747,8 @@ class MockUpstream:
             if controls.status is not None and not 200 <= controls.status < 300:
                 return error_response(api, controls.status,
                                       f"mock upstream error (status {controls.status})",
-                                      retry_after=controls.retry_after)
+                                      retry_after=controls.retry_after,
+                                      location=controls.location)
             if bad_json or not isinstance(body, dict):
                 return error_response(api, 400, "We could not parse the JSON body of your "
                                       "request. The body must be a JSON object.")

@@ -98,8 +98,8 @@ class CannedSession:
     """Stands in for the pooled ``aiohttp.ClientSession``: every call gets a canned answer
     after one event-loop turn (as a socket read would take)."""
 
-    async def post(self, url: str, *, data: bytes, headers: Any, timeout: Any = None
-                   ) -> CannedResponse:
+    async def post(self, url: str, *, data: bytes, headers: Any, timeout: Any = None,
+                   allow_redirects: bool = True) -> CannedResponse:
         await asyncio.sleep(0)
         return CannedResponse(b'"stream":true' in data)
 

@@ -632,8 +632,11 @@ class InferenceApp:
             call.upstream_attempts += 1
             call.provider_working, call.provider_key = True, key
             try:
+                # Redirects are not followed: one would carry the provider key (x-api-key,
+                # api-key) to whatever host it names.
                 response = await state.session.post(request.url, data=body,
-                                                    headers=request.headers, timeout=timeout)
+                                                    headers=request.headers, timeout=timeout,
+                                                    allow_redirects=False)
             except TimeoutError:
                 call.upstream_ms += (time.perf_counter() - sent_at) * 1000
                 breaker.failure(state.breakers.clock())
@@ -648,6 +651,14 @@ class InferenceApp:
                     f"Provider '{provider.name}' could not be reached: {type(exc).__name__}"))
             else:
                 status = response.status
+                if 300 <= status < 400:  # a wrong base URL, most likely: not retried
+                    call.provider_working = False
+                    response.release()
+                    call.upstream_ms += (time.perf_counter() - sent_at) * 1000
+                    breaker.failure(state.breakers.clock())
+                    return Failure(UpstreamError(
+                        f"Provider '{provider.name}' answered a redirect ({status}); the "
+                        f"gateway does not follow redirects: check the provider's base URL"))
                 if status < 400:
                     result = await self._deliver(call, state, candidate, provider, exchange, key,
                                                  breaker, response, admission, index, sent_at)

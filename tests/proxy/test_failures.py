@@ -207,6 +207,21 @@ def test_dropped_connection_is_retried(gateway, world):
     assert len(upstream_calls(world)) == 2
 
 
+@pytest.mark.parametrize("status", [301, 307, 308])
+def test_a_redirect_from_the_provider_is_never_followed(gateway, world, status):
+    # Following it would send the provider key to whatever host it names.
+    elsewhere = f"{world['mock'].url}/v1/elsewhere"
+    response = post(gateway, world, with_mock(status=status, location=elsewhere))
+    assert response.status_code == 502
+    assert "does not follow redirects" in response.json()["error"]["message"]
+    assert "location" not in response.headers
+    assert [request.path for request in world["mock"].requests] == \
+        ["/v1/chat/completions"]  # once: not retried, not followed
+    gateway.flush()
+    [record] = UsageRecord.objects.all()
+    assert (record.status_code, record.provider) == (502, "mock")
+
+
 def test_malformed_upstream_body_is_502(gateway, world):
     set_provider(gateway, "mock", max_retries=0)
     response = post(gateway, world, with_mock(malformed=True))
