@@ -39,6 +39,7 @@ FLUSH_INTERVAL_S = 2.0
 RESETS_INTERVAL_S = 10.0
 ROLLUP_INTERVAL_S = 60.0
 USAGE_VIEW_INTERVAL_S = 1.0
+STOP_RECANCEL_S = 0.1  # how long a stopping background loop gets before it is cancelled again
 
 _current: GovernanceRuntime | None = None
 
@@ -216,8 +217,14 @@ class GovernanceRuntime:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Cancelled again until it ends: on Python 3.11, asyncio.wait_for (which
+            # redis-py runs each command in) can swallow a cancellation that arrives just as
+            # the command completes, and the loop would go on forever.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=STOP_RECANCEL_S)
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("background loop ended with an error", exc_info=task.exception())
         self._tasks = []
         try:
             written = await self.flush()

@@ -69,3 +69,45 @@ async def test_usage_view_limits_are_collected_once_per_snapshot(snapshots, monk
     assert (capacity.budget_used, capacity.request) == (50.0, 30.0)
     assert len(collected) == 2
 
+
+
+class CountingSink:
+    def __init__(self) -> None:
+        self.retries = 0
+
+    async def retry_pending(self) -> int:
+        self.retries += 1
+        return 0
+
+
+async def test_stop_ends_a_loop_that_swallowed_its_cancellation_then_flushes():
+    # asyncio.wait_for on Python 3.11 (redis-py runs each command in it) can swallow a
+    # cancellation that arrives as the command completes: the loop goes on.
+    import asyncio
+
+    swallowed = 0
+
+    async def stubborn_loop() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed += 1
+
+    sink = CountingSink()
+    runtime = GovernanceRuntime(ledger=MemoryLedger(), sink=sink, embedded=False)
+    task = asyncio.ensure_future(stubborn_loop())
+    runtime._tasks = [task]
+    await asyncio.sleep(0)
+    stopping = asyncio.ensure_future(runtime.stop())
+    # (not wait_for: cancelling a stop that waits on the loop would cancel the loop again)
+    done, _ = await asyncio.wait({stopping}, timeout=5)
+    if not done:
+        task.cancel()  # leave nothing running after a failure
+        await asyncio.wait({stopping}, timeout=5)
+    assert done, "stop() never ended"
+    assert task.cancelled() and swallowed == 1
+    assert sink.retries == 1  # the final flush ran
