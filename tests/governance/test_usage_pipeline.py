@@ -306,6 +306,12 @@ async def test_redis_stream_sink_delivers_once_and_survives_a_crashed_consumer()
         await producer_client.aclose()
 
 
+async def streamed_ids(client, stream: str) -> list[str]:
+    """The request ids of the events in ``stream``, in stream order."""
+    return [orjson.loads(fields[b"event"])["request_id"]
+            for _, fields in await client.xrange(stream)]
+
+
 @pytest.mark.redis
 async def test_redis_stream_sink_sends_concurrent_events_once_each_in_few_round_trips():
     import redis.asyncio as aioredis
@@ -325,9 +331,8 @@ async def test_redis_stream_sink_sends_concurrent_events_once_each_in_few_round_
     try:
         await asyncio.gather(*(sink.emit(event(f"c{index}")) for index in range(300)))
         assert sink.pending() == 0
-        entries = await client.xrange(stream)
-        ids = [orjson.loads(fields[b"event"])["request_id"] for _, fields in entries]
-        assert ids == [f"c{index}" for index in range(300)]  # each once, in order
+        assert await streamed_ids(client, stream) == \
+            [f"c{index}" for index in range(300)]  # each once, in order
         assert round_trips <= 10  # batched while a round trip was on its way
     finally:
         await client.delete(stream)
@@ -358,12 +363,9 @@ async def test_redis_stream_sink_keeps_a_failed_batch_in_order_for_the_next_try(
         # The first round trip took the first event alone (the others came while it was on
         # its way); the second, of the next 4, failed: they wait, with the rest, in order.
         assert sink.pending() == 9
-        assert [orjson.loads(fields[b"event"])["request_id"]
-                for _, fields in await client.xrange(stream)] == ["f0"]
+        assert await streamed_ids(client, stream) == ["f0"]
         assert await sink.retry_pending() == 0
-        entries = await client.xrange(stream)
-        assert [orjson.loads(fields[b"event"])["request_id"] for _, fields in entries] == \
-            [f"f{index}" for index in range(10)]
+        assert await streamed_ids(client, stream) == [f"f{index}" for index in range(10)]
     finally:
         await client.delete(stream)
         await client.aclose()
