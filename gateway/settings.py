@@ -162,7 +162,7 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "flush-usage": {"task": "governance.flush_usage", "schedule": 2.0},
     "record-resets": {"task": "governance.record_resets", "schedule": 10.0},
-    "rollup-usage": {"task": "governance.rollup_usage", "schedule": 60.0},
+    "purge-usage": {"task": "governance.purge_usage", "schedule": 60.0},
 }
 # uvicorn's per-request access log (off by default: it costs throughput; x-request-id and
 # usage records identify every inference request).

@@ -427,8 +427,9 @@ class UsageDimension(models.TextChoices):
 
 class UsageRollup(models.Model):
     """Daily (UTC) totals of :class:`UsageRecord` per virtual key, team, customer, provider
-    and resolved model, for dashboards. Rebuilt by :func:`governance.usage.rollup_usage`;
-    kept when the records they summarise are purged.
+    and resolved model, for dashboards. Each usage flush adds its records to them
+    (:func:`governance.usage.add_to_rollups`); :func:`governance.usage.rollup_usage` rebuilds
+    days from the records. Kept when the records they summarise are purged.
 
     ``dimension_id`` is the key, team or customer id (``""`` for requests without one), the
     provider name or the model name.

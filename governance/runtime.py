@@ -8,9 +8,10 @@ Created and started by the ASGI lifespan (``gateway/asgi.py``); the data plane r
   version triggers a rebuild in a worker thread, then an atomic attribute swap. Requests
   keep using the old snapshot until then.
 - Embedded mode (no ``REDIS_URL``): memory ledger and sink. At start, counters are rebuilt
-  from usage records (the memory ledger starts empty after a restart); ``flush_usage``,
-  ``record_resets`` and ``rollup_usage`` run on in-process timers, and once more at shutdown,
-  after the server has drained in-flight requests: a clean stop loses no usage.
+  from usage records (the memory ledger starts empty after a restart); ``flush_usage``
+  (which keeps the daily rollups too), ``record_resets`` and ``purge_usage`` run on
+  in-process timers; the flush runs once more at shutdown, after the server has drained
+  in-flight requests: a clean stop loses no usage.
 - Production: Redis ledger, Redis Stream sink; Celery beat runs the jobs.
 """
 
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 2.0
 RESETS_INTERVAL_S = 10.0
-ROLLUP_INTERVAL_S = 60.0
+RETENTION_INTERVAL_S = 60.0
 USAGE_VIEW_INTERVAL_S = 1.0
 STOP_RECANCEL_S = 0.1  # how long a stopping background loop gets before it is cancelled again
 
@@ -188,10 +189,10 @@ class GovernanceRuntime:
 
         await self._database.run(record_resets)
 
-    async def _rollup(self) -> None:
-        from governance.tasks import rollup_pass
+    async def _purge(self) -> None:
+        from governance.tasks import retention_pass
 
-        await self._database.run(rollup_pass)
+        await self._database.run(retention_pass)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -208,7 +209,7 @@ class GovernanceRuntime:
                                         self._every(FLUSH_INTERVAL_S, self.flush, "flush_usage")]
         if self.embedded:
             loops += [self._every(RESETS_INTERVAL_S, self._record_resets, "record_resets"),
-                      self._every(ROLLUP_INTERVAL_S, self._rollup, "rollup_usage")]
+                      self._every(RETENTION_INTERVAL_S, self._purge, "purge_usage")]
         self._tasks = [asyncio.ensure_future(loop) for loop in loops]
 
     async def stop(self) -> None:

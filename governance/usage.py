@@ -1,25 +1,30 @@
 """Usage aggregation: exact summaries of :class:`UsageRecord`, daily rollups, retention.
 
     summarize_usage(records, "model")                      # groups and totals, exact
-    rollup_usage(now=timezone.now())                       # today and yesterday (UTC)
+    add_to_rollups(events)                                 # the flush: records just written
+    rollup_usage(now=timezone.now())                       # rebuild today and yesterday (UTC)
     purge_usage(now=timezone.now(), retention_days=90)     # rollups are kept
 
-Days are UTC calendar days whatever the server's time zone. Keep ``retention_days`` longer
-than the rollup window: a day recomputed after some of its records were purged loses them.
+Days are UTC calendar days whatever the server's time zone. A day rebuilt after some of its
+records were purged loses them: rebuild only days within the retention.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import uuid
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import BigIntegerField, Count, DecimalField, F, Max, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from governance.models import MONEY, Customer, Team, UsageDimension, UsageRecord, UsageRollup
+from governance.sink import UsageEvent
 
 UTC = dt.UTC
 # The record field each dimension groups by.
@@ -161,15 +166,167 @@ def _rollup_names(dimension: str, records: QuerySet[UsageRecord],
                   keys: list[Any]) -> dict[str, str]:
     names = group_names(dimension, records, keys)
     if dimension in (UsageDimension.TEAM, UsageDimension.CUSTOMER):
-        # A deleted team or customer keeps the name its rollups already had.
-        missing = [key_text(key) for key in keys if key is not None
-                   and key_text(key) not in names]
-        if missing:
-            known = (UsageRollup.objects.filter(dimension=dimension, dimension_id__in=missing)
-                     .exclude(dimension_name="").order_by("day")
-                     .values_list("dimension_id", "dimension_name"))
-            names.update(dict(known))  # later days win
+        names.update(_kept_names(dimension, [key_text(key) for key in keys if key is not None
+                                             and key_text(key) not in names]))
     return names
+
+
+def _kept_names(dimension: str, missing: list[str]) -> dict[str, str]:
+    """A deleted team or customer keeps the name its rollups already had (the latest day's)."""
+    if not missing:
+        return {}
+    known = (UsageRollup.objects.filter(dimension=dimension, dimension_id__in=missing)
+             .exclude(dimension_name="").order_by("day")
+             .values_list("dimension_id", "dimension_name"))
+    return dict(known)  # later days win
+
+
+# -- rollups kept by the writer of the records ------------------------------------------------
+
+# The columns of :func:`add_to_rollups`'s upsert, in the order of its values.
+ROLLUP_COLUMNS = ("day", "dimension", "dimension_id", "dimension_name", *METRIC_NAMES,
+                  "updated_at")
+ROLLUP_ROWS_PER_STATEMENT = 80  # 12 parameters a row: within SQLite's oldest limit of 999
+_SUCCESS = range(200, 300)
+# Per (day, dimension, dimension id): [requests, errors, prompt, completion, cached and
+# reasoning tokens, cost in nanos].
+Increments = dict[tuple[dt.date, str, str], list[int]]
+_DIMENSIONS = tuple(str(dimension) for dimension in DIMENSION_FIELDS)  # key, team, customer, ...
+
+
+def add_to_rollups(events: Iterable[UsageEvent], *, now: dt.datetime | None = None) -> int:
+    """Add ``events`` to their days' rollups; returns the rollup rows touched.
+
+    The caller has just inserted these events' records in the current transaction, each once
+    (:func:`governance.tasks.write_records` passes only the rows its ``INSERT`` reported), so
+    a redelivered event is never counted twice. The rows are upserted with
+    ``ON CONFLICT ... DO UPDATE SET n = n + excluded.n``: writers in several processes each add
+    their own share, in one order (day, dimension, id) so that two of them never deadlock.
+    Names: a virtual key's as in its latest record of the batch, a team's or customer's
+    current name (a deleted one keeps its earlier name); providers and models by themselves.
+    """
+    increments, key_names = _increments(events)
+    if not increments:
+        return 0
+    names = _increment_names(increments, key_names)
+    ops = connection.ops
+    cost_field = UsageRollup._meta.get_field("cost")
+    updated_at = ops.adapt_datetimefield_value(now or timezone.now())
+    values: list[Any] = []
+    for (day, dimension, dimension_id), totals in sorted(increments.items()):
+        cost = Decimal(totals[6]).scaleb(-9)  # nanos: exact
+        values.append((ops.adapt_datefield_value(day), dimension, dimension_id,
+                       names[(day, dimension, dimension_id)], *totals[:6],
+                       ops.adapt_decimalfield_value(cost, cost_field.max_digits,
+                                                    cost_field.decimal_places), updated_at))
+    with connection.cursor() as cursor:
+        for start in range(0, len(values), ROLLUP_ROWS_PER_STATEMENT):
+            chunk = values[start:start + ROLLUP_ROWS_PER_STATEMENT]
+            cursor.execute(_rollup_upsert_sql(connection, len(chunk)),
+                           [value for row in chunk for value in row])
+    return len(values)
+
+
+def _increments(events: Iterable[UsageEvent]) -> tuple[Increments, dict[tuple[dt.date, str], str]]:
+    """Per (day, dimension, id): [requests, errors, prompt, completion, cached, reasoning
+    tokens, cost in nanos]; and per (day, key id): the key's name in its latest event."""
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    days: dict[int, dt.date] = {}
+    from_timestamp = dt.datetime.fromtimestamp
+    name_max, provider_max, model_max = (UsageRecord._meta.get_field(name).max_length
+                                         for name in ("virtual_key_name", "provider",
+                                                      "resolved_model"))
+    for event in events:  # one dictionary lookup per event; the fan-out is per group
+        moment = event.created_at
+        second = int(moment)
+        # The record's created_at is this timestamp rounded to the microsecond: within
+        # 0.5 µs of the next second, its day is computed rather than taken from the cache.
+        near_next = moment - second >= 0.9999995
+        day = None if near_next else days.get(second)
+        if day is None:
+            day = from_timestamp(moment, UTC).date()
+            if not near_next:
+                days[second] = day
+        group = (day, event.virtual_key_id or "", event.virtual_key_name[:name_max],
+                 event.team_id or "", event.customer_id or "", event.provider[:provider_max],
+                 event.resolved_model[:model_max])  # cut as in the records
+        totals = groups.get(group)
+        if totals is None:
+            totals = groups[group] = [0, 0, 0, 0, 0, 0, 0, moment]
+        totals[0] += 1
+        if event.status_code not in _SUCCESS:
+            totals[1] += 1
+        totals[2] += event.prompt_tokens
+        totals[3] += event.completion_tokens
+        totals[4] += event.cached_tokens
+        totals[5] += event.reasoning_tokens
+        totals[6] += event.cost_nanos
+        if moment > totals[7]:
+            totals[7] = moment
+    increments: Increments = {}
+    latest_names: dict[tuple[dt.date, str], tuple[float, str]] = {}
+    for (day, key_id, key_name, team_id, customer_id, provider, model), totals in groups.items():
+        key_id, team_id, customer_id = _id_text(key_id), _id_text(team_id), _id_text(customer_id)
+        for dimension, dimension_id in zip(_DIMENSIONS, (key_id, team_id, customer_id,
+                                                         provider, model), strict=True):
+            target = increments.setdefault((day, dimension, dimension_id), [0] * 7)
+            for index in range(7):
+                target[index] += totals[index]
+        if key_id:
+            seen = latest_names.get((day, key_id))
+            if seen is None or totals[7] >= seen[0]:
+                latest_names[(day, key_id)] = (totals[7], key_name)
+    return increments, {where: name for where, (_, name) in latest_names.items()}
+
+
+@functools.lru_cache(maxsize=4096)
+def _id_text(value: str) -> str:
+    """An owner id as the records' UUID columns give it back (:func:`key_text`)."""
+    return str(uuid.UUID(value)) if value else ""
+
+
+def _increment_names(increments: Increments,
+                     key_names: dict[tuple[dt.date, str], str]
+                     ) -> dict[tuple[dt.date, str, str], str]:
+    """The name of each rollup row to add to (see :func:`add_to_rollups`)."""
+    owner_models = {str(UsageDimension.TEAM): Team, str(UsageDimension.CUSTOMER): Customer}
+    owner_names: dict[str, dict[str, str]] = {}
+    for dimension, model in owner_models.items():
+        wanted = {dimension_id for _, row_dimension, dimension_id in increments
+                  if row_dimension == dimension and dimension_id}
+        if not wanted:
+            continue
+        current = {key_text(pk): name for pk, name
+                   in model.objects.filter(pk__in=wanted).values_list("pk", "name")}
+        current.update(_kept_names(dimension, sorted(wanted - current.keys())))
+        owner_names[dimension] = current
+    names: dict[tuple[dt.date, str, str], str] = {}
+    for row in increments:
+        day, dimension, dimension_id = row
+        if not dimension_id:
+            names[row] = ""
+        elif dimension == UsageDimension.VIRTUAL_KEY:
+            names[row] = key_names.get((day, dimension_id), "")
+        elif dimension in owner_models:
+            names[row] = owner_names.get(dimension, {}).get(dimension_id, "")
+        else:
+            names[row] = dimension_id
+    return names
+
+
+def _rollup_upsert_sql(connection: Any, rows: int) -> str:
+    quote = connection.ops.quote_name
+    table = quote(UsageRollup._meta.db_table)
+    columns = ", ".join(quote(UsageRollup._meta.get_field(name).column)
+                        for name in ROLLUP_COLUMNS)
+    row = "(" + ", ".join(["%s"] * len(ROLLUP_COLUMNS)) + ")"
+    adds = ", ".join(f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}"
+                     for name in METRIC_NAMES)
+    name = quote("dimension_name")
+    return (f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * rows)} "
+            f"ON CONFLICT ({quote('day')}, {quote('dimension')}, {quote('dimension_id')}) "
+            f"DO UPDATE SET {adds}, {name} = CASE WHEN excluded.{name} = '' THEN {table}.{name} "
+            f"ELSE excluded.{name} END, {quote('updated_at')} = excluded.{quote('updated_at')}")
 
 
 def purge_usage(*, now: dt.datetime, retention_days: int,
