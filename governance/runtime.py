@@ -237,7 +237,8 @@ class GovernanceRuntime:
             await self._database.close()
         if _current is self:
             _current = None
-        for client in (self.redis, getattr(self.ledger, "client", None)):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
+        with contextlib.suppress(Exception):
+            await self.ledger.aclose()

@@ -520,7 +520,7 @@ def flush_usage() -> int:
         try:
             return await flush_pass(_redis_reader(), ledger)
         finally:
-            await ledger.client.aclose()  # type: ignore[attr-defined]
+            await ledger.aclose()
 
     return asyncio.run(run())
 

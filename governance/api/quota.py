@@ -58,7 +58,7 @@ def live_usage(limits: list[Limit]) -> tuple[dict[str, int], str]:
             try:
                 return await ledger.usage_many(limits)
             finally:
-                await ledger.client.aclose()  # type: ignore[attr-defined]
+                await ledger.aclose()
 
         try:
             return async_to_sync(read)(), "live"

@@ -259,3 +259,6 @@ class Ledger(ABC):
     @abstractmethod
     async def reset(self, limit: Limit) -> None:
         """Clear the current window's counter (tests and tooling; operators use a marker)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - a hook: in-process ledgers hold nothing
+        """Close the backend's connections (none for an in-process ledger)."""

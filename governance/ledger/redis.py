@@ -25,6 +25,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.commands.core import AsyncScript
 
 from governance.ledger.base import (
     DEFAULT_LEASE_SECONDS,
@@ -40,6 +41,7 @@ from governance.ledger.base import (
     dedupe_limits,
     denial,
 )
+from governance.ledger.multiplex import RedisMultiplexer
 from governance.ledger.windows import window_slot
 
 
@@ -48,14 +50,30 @@ def _script_source(name: str) -> str:
 
 
 class RedisLedger(Ledger):
+    """``client`` serves every call; with a ``multiplexer``, admits and settles (the two
+    calls of every request) go through it instead (:mod:`governance.ledger.multiplex`)."""
+
     def __init__(self, client: aioredis.Redis, *, key_prefix: str,
                  clock: Callable[[], float] = time.time,
-                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS,
+                 multiplexer: RedisMultiplexer | None = None) -> None:
         super().__init__(clock=clock, lease_seconds=lease_seconds)
         self.client = client
+        self.multiplexer = multiplexer
         self.key_prefix = key_prefix
         self._admit_script = client.register_script(_script_source("admit.lua"))
         self._finish_script = client.register_script(_script_source("finish.lua"))
+
+    async def _run(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        if self.multiplexer is not None:
+            return await self.multiplexer.evalsha(script.sha, script.script, keys, args)
+        return await script(keys=keys, args=args, client=self.client)
+
+    async def aclose(self) -> None:
+        """Close the connections (the client's pool and the multiplexer's)."""
+        if self.multiplexer is not None:
+            await self.multiplexer.aclose()
+        await self.client.aclose()
 
     @property
     def base_exceptions(self) -> tuple[type[BaseException], ...]:
@@ -86,7 +104,7 @@ class RedisLedger(Ledger):
                      ttl_ms]
             record_ttl = max(record_ttl, ttl)
         args[2] = max(int(record_ttl * 1000), 1)
-        result = await self._admit_script(keys=keys, args=args, client=self.client)
+        result = await self._run(self._admit_script, keys, args)
         if result[0] == 0:
             pairs = result[1:]
             return denial([(limits[int(pairs[i]) - 1], int(pairs[i + 1]))
@@ -97,9 +115,8 @@ class RedisLedger(Ledger):
                                                                          strict=True)})
 
     async def _finish(self, request_id: str, mode: str, actual: Usage) -> None:
-        await self._finish_script(keys=[self._record_key(request_id)],
-                                  args=[mode, request_id, actual.cost_nanos, actual.tokens],
-                                  client=self.client)
+        await self._run(self._finish_script, [self._record_key(request_id)],
+                        [mode, request_id, actual.cost_nanos, actual.tokens])
 
     async def settle(self, request_id: str, actual: Usage) -> None:
         await self._finish(request_id, "settle", actual)

@@ -28,6 +28,7 @@ from governance.ledger import (
     Window,
     ledger_from_url,
 )
+from governance.ledger.multiplex import RedisMultiplexer
 from governance.ledger.redis import RedisLedger
 
 START = datetime(2024, 1, 10, 12, 0, tzinfo=UTC).timestamp()
@@ -35,6 +36,8 @@ LEASE_SECONDS = 60.0
 BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    # admits and settles through the multiplexed connection, the rest through the pool
+    pytest.param("redis-multiplexed", id="redis-multiplexed", marks=pytest.mark.redis),
 ]
 
 
@@ -84,6 +87,7 @@ class _Backend:
         self.clock = clock
         self.prefix = uuid4().hex
         self.clients: list[Redis] = []
+        self.multiplexers: list[RedisMultiplexer] = []
 
     def build(self) -> Ledger:
         if self.kind == "memory":
@@ -91,8 +95,12 @@ class _Backend:
                                 lease_seconds=LEASE_SECONDS)
         client = Redis(host="127.0.0.1", port=6379, db=0)
         self.clients.append(client)
+        multiplexer = None
+        if self.kind == "redis-multiplexed":
+            multiplexer = RedisMultiplexer("redis://127.0.0.1:6379/0")
+            self.multiplexers.append(multiplexer)
         return RedisLedger(client, key_prefix=self.prefix, clock=self.clock,
-                           lease_seconds=LEASE_SECONDS)
+                           lease_seconds=LEASE_SECONDS, multiplexer=multiplexer)
 
     async def close(self) -> None:
         if not self.clients:
@@ -102,6 +110,8 @@ class _Backend:
             await self.clients[0].delete(*keys)
         for client in self.clients:
             await client.aclose()
+        for multiplexer in self.multiplexers:
+            await multiplexer.aclose()
 
 
 @pytest.fixture
@@ -452,7 +462,11 @@ async def test_ledger_from_url() -> None:
     assert isinstance(ledger_from_url("memory://", key_prefix="x"), MemoryLedger)
     ledger = ledger_from_url("redis://127.0.0.1:6379/0", key_prefix="x")
     assert isinstance(ledger, RedisLedger)
-    await ledger.client.aclose()
+    assert isinstance(ledger.multiplexer, RedisMultiplexer)
+    await ledger.aclose()
+    tls = ledger_from_url("rediss://127.0.0.1:6380/0", key_prefix="x")  # never connected
+    assert isinstance(tls, RedisLedger) and tls.multiplexer is None
+    await tls.aclose()
     with pytest.raises(ValueError, match="memcached://nowhere"):
         ledger_from_url("memcached://nowhere")
 

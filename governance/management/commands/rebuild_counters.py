@@ -33,7 +33,7 @@ class Command(BaseCommand):
             try:
                 return await rebuild_counters(ledger)
             finally:
-                await ledger.client.aclose()  # type: ignore[attr-defined]
+                await ledger.aclose()
 
         count = asyncio.run(run())
         self.stdout.write(f"Rebuilt {count} counters from usage records.")
