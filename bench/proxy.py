@@ -14,6 +14,11 @@ ratio of requests/s to (b) and the p50 latency added over (b).
 
 Goals, per worker process (every server here runs one): (c) reaches at least 60% of (b)'s
 requests/s, and adds under 0.5 ms of p50 latency over (b) at one connection.
+
+``--production`` adds (c2): the same gateway in production mode, on a scratch PostgreSQL
+database (``--postgres``: a server where one may be created; it is dropped afterwards) and a
+Redis database (``--redis``, emptied before and after), with no Celery worker (usage events
+stay in the stream), to measure the Redis ledger and sink on the request path.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from bench.loadgen import Result, run_load
 
@@ -148,11 +153,14 @@ def _gateway_env(state_dir: Path) -> dict[str, str]:
     return env
 
 
-def start_gateway(processes: Processes, mock_url: str, state_dir: Path, server: str
+def start_gateway(processes: Processes, mock_url: str, state_dir: Path, server: str, *,
+                  label: str = "(c) gateway", services: dict[str, str] | None = None
                   ) -> Target:
+    """``services``: ``DATABASE_URL`` and ``REDIS_URL`` for the production mode."""
     env = _gateway_env(state_dir)
+    env.update(services or {})
     port = free_port()
-    target = Target("(c) gateway", f"http://127.0.0.1:{port}", "mock/gpt-4o-mini", "")
+    target = Target(label, f"http://127.0.0.1:{port}", "mock/gpt-4o-mini", "")
     for step, command in (("migrate", [PY, "manage.py", "migrate", "--noinput"]),
                           ("seed", [PY, "-m", "bench.seed", "--mock-url", mock_url])):
         completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
@@ -174,12 +182,38 @@ def start_gateway(processes: Processes, mock_url: str, state_dir: Path, server: 
     else:
         command = [PY, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port),
                    "--workers", "1"]
-    process = processes.spawn("gateway", command, env)
+    name = "gateway-production" if services else "gateway"
+    process = processes.spawn(name, command, env)
     try:
-        processes.wait_ready("gateway", process, port, timeout=90)
+        processes.wait_ready(name, process, port, timeout=90)
     except RuntimeError as exc:
         target.error = str(exc)
     return target
+
+
+@contextlib.contextmanager
+def scratch_services(postgres_url: str, redis_url: str) -> Iterator[dict[str, str]]:
+    """A new PostgreSQL database on ``postgres_url``'s server (dropped afterwards) and the
+    Redis database of ``redis_url``, emptied before and after: the production mode's
+    services for one run."""
+    import psycopg
+    import redis
+
+    name = f"gateway_bench_{os.urandom(4).hex()}"
+    parts = urlsplit(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.flushdb()
+        yield {"DATABASE_URL": urlunsplit(parts._replace(path=f"/{name}")),
+               "REDIS_URL": redis_url}
+    finally:
+        with contextlib.suppress(Exception):
+            client.flushdb()
+        client.close()
+        with psycopg.connect(postgres_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def start_litellm(processes: Processes, mock_url: str, state_dir: Path) -> Target | None:
@@ -398,6 +432,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="serve: manage.py serve (uvicorn access log on); uvicorn: the "
                         "same ASGI app under uvicorn with the access log off")
     parser.add_argument("--skip-gateway", action="store_true")
+    parser.add_argument("--production", action="store_true",
+                        help="also measure the gateway in production mode, as (c2): "
+                        "PostgreSQL and Redis (a scratch database; no Celery worker)")
+    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres",
+                        help="--production: a server where a scratch database may be created")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/14",
+                        help="--production: a Redis database to use; it is EMPTIED")
     parser.add_argument("--rounds", type=int, default=None,
                         help="measure every scenario this many times, interleaved, and report "
                         "the median (default 3, 1 with --quick)")
@@ -407,58 +448,76 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     tool = args.tool if args.tool != "auto" else ("wrk" if shutil.which("wrk") else "python")
 
-    with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp, _terminate_on_sigterm():
-        state_dir = Path(tmp)
-        processes = Processes(state_dir)
-        try:
-            mock_port, passthrough_port = free_port(), free_port()
-            mock_url = f"http://127.0.0.1:{mock_port}"
-            print(f"starting the mock upstream on {mock_url}", flush=True)
-            mock = processes.spawn("mock", [PY, "-m", "bench.mock_upstream", "--port",
-                                            str(mock_port)])
-            processes.wait_ready("mock", mock, mock_port)
-            print("starting the pass-through proxy", flush=True)
-            passthrough = processes.spawn("passthrough", [
-                PY, "-m", "bench.passthrough", "--upstream", mock_url,
-                "--port", str(passthrough_port)])
-            processes.wait_ready("passthrough", passthrough, passthrough_port)
-            targets = [
-                Target("(a) mock direct", mock_url, "gpt-4o-mini", "mock-ok"),
-                Target("(b) passthrough", f"http://127.0.0.1:{passthrough_port}",
-                       "gpt-4o-mini", "mock-ok"),
-            ]
-            if not args.skip_gateway:
-                print(f"starting the gateway ({args.gateway_server}): migrate, seed, serve",
-                      flush=True)
-                gateway = start_gateway(processes, mock_url, state_dir, args.gateway_server)
-                if gateway.error:
-                    print(f"(c) gateway did not start: {gateway.error}")
-                targets.append(gateway)
-            litellm = start_litellm(processes, mock_url, state_dir)
-            if litellm is not None:
-                if litellm.error:
-                    print(f"(d) litellm did not start: {litellm.error}")
-                targets.append(litellm)
-            measured = []
-            for number in range(1, max(rounds, 1) + 1):
-                if rounds > 1:
-                    print(f"round {number} of {rounds}", flush=True)
-                measured.append(measure(targets, connections=args.connections,
-                                        duration=args.duration, warmup=args.warmup, tool=tool))
-            rows = combine_rounds(measured)
-            report(rows, tool)
-            for target in targets:
-                if target.label.startswith("(c)") and not target.error:
-                    overhead = self_reported_overhead(target)
-                    if overhead is not None:
-                        print(f"  (c) x-gateway-overhead-ms, median of 50 sequential requests: "
-                              f"{overhead:.3f} ms")
-            if any(row.target.label.startswith("(c)") and row.note for row in rows):
-                tail = processes.log_tail("gateway", 15)
-                if tail.strip():
-                    print(f"\nlast lines of the gateway's log:\n{tail}")
-        finally:
-            processes.stop_all()
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-proxy-"))
+        stack.enter_context(_terminate_on_sigterm())
+        services = (stack.enter_context(scratch_services(args.postgres, args.redis))
+                    if args.production else None)
+        return _run(args, Path(tmp), tool, rounds, services)
+
+
+def _run(args: argparse.Namespace, state_dir: Path, tool: str, rounds: int,
+         services: dict[str, str] | None) -> int:
+    processes = Processes(state_dir)
+    try:
+        mock_port, passthrough_port = free_port(), free_port()
+        mock_url = f"http://127.0.0.1:{mock_port}"
+        print(f"starting the mock upstream on {mock_url}", flush=True)
+        mock = processes.spawn("mock", [PY, "-m", "bench.mock_upstream", "--port",
+                                        str(mock_port)])
+        processes.wait_ready("mock", mock, mock_port)
+        print("starting the pass-through proxy", flush=True)
+        passthrough = processes.spawn("passthrough", [
+            PY, "-m", "bench.passthrough", "--upstream", mock_url,
+            "--port", str(passthrough_port)])
+        processes.wait_ready("passthrough", passthrough, passthrough_port)
+        targets = [
+            Target("(a) mock direct", mock_url, "gpt-4o-mini", "mock-ok"),
+            Target("(b) passthrough", f"http://127.0.0.1:{passthrough_port}",
+                   "gpt-4o-mini", "mock-ok"),
+        ]
+        if not args.skip_gateway:
+            print(f"starting the gateway ({args.gateway_server}): migrate, seed, serve",
+                  flush=True)
+            gateway = start_gateway(processes, mock_url, state_dir, args.gateway_server)
+            if gateway.error:
+                print(f"(c) gateway did not start: {gateway.error}")
+            targets.append(gateway)
+        if services is not None:
+            print("starting the gateway in production mode (PostgreSQL, Redis)", flush=True)
+            production_dir = state_dir / "production"
+            production_dir.mkdir()
+            production = start_gateway(processes, mock_url, production_dir,
+                                       args.gateway_server, label="(c2) gw production",
+                                       services=services)
+            if production.error:
+                print(f"(c2) gateway (production) did not start: {production.error}")
+            targets.append(production)
+        litellm = start_litellm(processes, mock_url, state_dir)
+        if litellm is not None:
+            if litellm.error:
+                print(f"(d) litellm did not start: {litellm.error}")
+            targets.append(litellm)
+        measured = []
+        for number in range(1, max(rounds, 1) + 1):
+            if rounds > 1:
+                print(f"round {number} of {rounds}", flush=True)
+            measured.append(measure(targets, connections=args.connections,
+                                    duration=args.duration, warmup=args.warmup, tool=tool))
+        rows = combine_rounds(measured)
+        report(rows, tool)
+        for target in targets:
+            if target.label.startswith("(c)") and not target.error:
+                overhead = self_reported_overhead(target)
+                if overhead is not None:
+                    print(f"  (c) x-gateway-overhead-ms, median of 50 sequential requests: "
+                          f"{overhead:.3f} ms")
+        if any(row.target.label.startswith("(c)") and row.note for row in rows):
+            tail = processes.log_tail("gateway", 15)
+            if tail.strip():
+                print(f"\nlast lines of the gateway's log:\n{tail}")
+    finally:
+        processes.stop_all()
     return 0
 
 

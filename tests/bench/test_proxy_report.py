@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.loadgen import Result
 from bench.proxy import Row, Target, combine_rounds
 
@@ -31,3 +33,32 @@ def test_a_single_round_is_reported_as_it_is():
     target = Target("(b) pt", "", "", "")
     only = [_row(target, 2500, "probe: slow")]
     assert combine_rounds([only]) == only
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_the_production_run_gets_a_scratch_database_and_an_emptied_redis_database():
+    import psycopg
+    import redis
+
+    from bench.proxy import scratch_services
+
+    admin = "postgres://postgres@127.0.0.1:5432/postgres"
+    scratch = redis.Redis.from_url("redis://127.0.0.1:6379/13")
+    scratch.set("left-over", "1")
+    try:
+        with scratch_services(admin, "redis://127.0.0.1:6379/13") as services:
+            assert services["REDIS_URL"] == "redis://127.0.0.1:6379/13"
+            assert scratch.dbsize() == 0  # emptied before
+            name = services["DATABASE_URL"].rsplit("/", 1)[1]
+            assert name.startswith("gateway_bench_")
+            with psycopg.connect(services["DATABASE_URL"]) as connection:
+                assert connection.execute("SELECT current_database()").fetchone() == (name,)
+            scratch.set("written-by-the-run", "1")
+        assert scratch.dbsize() == 0  # and after
+        with psycopg.connect(admin) as connection:
+            assert connection.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
+                                      (name,)).fetchone() == (0,)
+    finally:
+        scratch.delete("left-over", "written-by-the-run")
+        scratch.close()
