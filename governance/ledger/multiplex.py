@@ -60,7 +60,7 @@ class RedisMultiplexer:
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self._protocol: _RedisProtocol | None = None
-        self._connect_lock = asyncio.Lock()
+        self._connecting: asyncio.Future[_RedisProtocol] | None = None
         self._closed = False
 
     async def execute(self, *args: Any) -> Any:
@@ -82,28 +82,43 @@ class RedisMultiplexer:
         return await self.execute("EVAL", source, len(keys), *keys, *args)
 
     async def aclose(self) -> None:
-        self._closed = True
+        self._closed = True  # an attempt under way ends by itself, refused (``_attempt``)
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
             protocol.abort(redis.exceptions.ConnectionError("the Redis client was closed"))
 
     async def _connect(self) -> _RedisProtocol:
-        async with self._connect_lock:
-            if self._closed:
-                raise redis.exceptions.ConnectionError("the Redis client was closed")
-            protocol = self._protocol
-            if protocol is not None and not protocol.closed:
-                return protocol  # another caller connected meanwhile
-            try:
-                protocol = await asyncio.wait_for(self._open(), self.connect_timeout_s)
-            except TimeoutError as exc:
-                raise redis.exceptions.TimeoutError(
-                    f"connecting to Redis at {self.host}:{self.port} timed out") from exc
-            except OSError as exc:
-                raise redis.exceptions.ConnectionError(
-                    f"cannot connect to Redis at {self.host}:{self.port}: {exc}") from exc
-            self._protocol = protocol
-            return protocol
+        """The connection, opened by the first caller that finds none; callers arriving
+        meanwhile wait for that same attempt and share its outcome (one attempt at a time,
+        and none waits longer than ``connect_timeout_s`` for its own)."""
+        if self._closed:
+            raise redis.exceptions.ConnectionError("the Redis client was closed")
+        attempt = self._connecting
+        if attempt is None:
+            attempt = self._connecting = asyncio.ensure_future(self._attempt())
+            attempt.add_done_callback(self._attempt_done)
+        return await asyncio.shield(attempt)
+
+    def _attempt_done(self, attempt: asyncio.Future[_RedisProtocol]) -> None:
+        if self._connecting is attempt:
+            self._connecting = None
+        if not attempt.cancelled():
+            attempt.exception()  # retrieved: the callers that waited got it already
+
+    async def _attempt(self) -> _RedisProtocol:
+        try:
+            protocol = await asyncio.wait_for(self._open(), self.connect_timeout_s)
+        except TimeoutError as exc:
+            raise redis.exceptions.TimeoutError(
+                f"connecting to Redis at {self.host}:{self.port} timed out") from exc
+        except OSError as exc:
+            raise redis.exceptions.ConnectionError(
+                f"cannot connect to Redis at {self.host}:{self.port}: {exc}") from exc
+        if self._closed:  # closed while connecting
+            protocol.abort(redis.exceptions.ConnectionError("the Redis client was closed"))
+            raise redis.exceptions.ConnectionError("the Redis client was closed")
+        self._protocol = protocol
+        return protocol
 
     async def _open(self) -> _RedisProtocol:
         loop = asyncio.get_running_loop()

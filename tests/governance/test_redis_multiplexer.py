@@ -214,3 +214,35 @@ async def test_a_closed_multiplexer_refuses_commands(prefix):
 def test_only_plain_redis_urls_are_taken(url):
     with pytest.raises(ValueError, match="redis:// only"):
         RedisMultiplexer(url)
+
+
+async def test_callers_share_one_connection_attempt_and_its_failure():
+    """A Redis that accepts connections but never answers (here: the SELECT of the set-up):
+    twenty callers wait for one attempt, bounded by the connect time-out, not for twenty
+    attempts one after another."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        await reader.read()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    mux = RedisMultiplexer(f"redis://127.0.0.1:{port}/3", connect_timeout_s=0.3)
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(*(mux.execute("PING") for _ in range(20)),
+                                       return_exceptions=True)
+        assert all(isinstance(result, redis.exceptions.TimeoutError) for result in results)
+        assert "connecting to Redis at 127.0.0.1" in str(results[0])
+        assert time.monotonic() - started < 1.5
+        assert len(connections) == 1
+        with pytest.raises(redis.exceptions.TimeoutError):  # a later caller tries again
+            await mux.execute("PING")
+        assert len(connections) == 2
+    finally:
+        await mux.aclose()
+        for writer in connections:
+            writer.close()
+        server.close()
+        await server.wait_closed()
