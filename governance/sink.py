@@ -140,7 +140,9 @@ def consumer_name() -> str:
 
 
 class RedisStreamSink:
-    """Producer side (async, data plane). ``client`` is a ``redis.asyncio.Redis``.
+    """Producer side (async, data plane). ``client`` is a ``redis.asyncio.Redis``; with a
+    ``multiplexer`` (:class:`governance.ledger.multiplex.RedisMultiplexer`), batches go
+    through it instead.
 
     One sender at a time, in batches: an event emitted while a batch is on its way joins the
     next one, which the same sender sends (``XADD`` of each, pipelined: one round trip) as
@@ -149,8 +151,9 @@ class RedisStreamSink:
     at once sent the head of the buffer twice and took each other's events off it.)"""
 
     def __init__(self, client: Any, *, stream: str = STREAM_KEY,
-                 batch_max: int = SINK_BATCH_MAX) -> None:
+                 batch_max: int = SINK_BATCH_MAX, multiplexer: Any = None) -> None:
         self.client = client
+        self.multiplexer = multiplexer  # a RedisMultiplexer: batches go through it instead
         self.stream = stream
         self.batch_max = batch_max
         self._unsent: collections.deque[UsageEvent] = collections.deque()
@@ -168,10 +171,15 @@ class RedisStreamSink:
             while self._unsent:
                 batch = list(itertools.islice(self._unsent, self.batch_max))
                 try:
-                    pipe = self.client.pipeline(transaction=False)
-                    for event in batch:
-                        pipe.xadd(self.stream, {"event": event.to_json()})
-                    await pipe.execute()
+                    if self.multiplexer is not None:
+                        await self.multiplexer.execute_many(
+                            [("XADD", self.stream, "*", "event", event.to_json())
+                             for event in batch])
+                    else:
+                        pipe = self.client.pipeline(transaction=False)
+                        for event in batch:
+                            pipe.xadd(self.stream, {"event": event.to_json()})
+                        await pipe.execute()
                 except Exception as exc:  # Redis down: keep the events, never fail a request
                     logger.warning("usage sink unavailable, %d event(s) buffered: %s",
                                    len(self._unsent), exc)

@@ -70,6 +70,31 @@ class RedisMultiplexer:
             protocol = await self._connect()
         return await protocol.send(hiredis.pack_command(args))
 
+    async def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send ``commands`` together (one write); their replies in order. An error reply
+        or a lost connection raises the first error once every reply is in (the commands
+        before and after it may have run)."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connect()
+        pack = hiredis.pack_command
+        futures = [protocol.send(pack(tuple(command))) for command in commands]
+        replies: list[Any] = []
+        error: redis.exceptions.RedisError | None = None
+        try:
+            for future in futures:
+                try:
+                    replies.append(await future)
+                except redis.exceptions.RedisError as exc:
+                    error = error or exc
+                    replies.append(exc)
+        finally:
+            for future in futures:  # cancelled midway: the replies still due are dropped
+                future.cancel()
+        if error is not None:
+            raise error
+        return replies
+
     async def evalsha(self, sha: str, source: str, keys: Sequence[Any],
                       args: Sequence[Any]) -> Any:
         """Run a Lua script by its SHA-1; when Redis does not know it (a restart, ``SCRIPT

@@ -246,3 +246,19 @@ async def test_callers_share_one_connection_attempt_and_its_failure():
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_execute_many_answers_in_order_and_raises_the_first_error_after_all(
+        mux, plain, prefix):
+    await plain.set(f"{prefix}:text", "abc")
+    try:
+        assert await mux.execute_many([("SET", f"{prefix}:a", 1), ("INCR", f"{prefix}:a"),
+                                       ("GET", f"{prefix}:a")]) == [b"OK", 2, b"2"]
+        with pytest.raises(redis.exceptions.ResponseError, match="not an integer"):
+            await mux.execute_many([("INCR", f"{prefix}:b"), ("INCR", f"{prefix}:text"),
+                                    ("INCR", f"{prefix}:b"), ("LPUSH", f"{prefix}:text", 1)])
+        assert await plain.get(f"{prefix}:b") == b"2"  # the commands around it ran
+        assert await mux.execute("ECHO", "in step") == b"in step"
+        assert await mux.execute_many([]) == []
+    finally:
+        await plain.delete(f"{prefix}:text", f"{prefix}:a", f"{prefix}:b")

@@ -381,3 +381,76 @@ async def test_redis_stream_sink_buffers_when_redis_is_down():
         assert sink.pending() == 1
     finally:
         await client.aclose()
+
+
+# -- the sink on a multiplexed connection (production's default for redis:// URLs) ----------
+
+
+@pytest.mark.redis
+async def test_multiplexed_sink_sends_concurrent_events_once_each_in_few_writes():
+    import redis.asyncio as aioredis
+
+    from governance.ledger.multiplex import RedisMultiplexer
+
+    stream = f"test:usage:{uuid.uuid4().hex}"
+    client = aioredis.Redis()
+    multiplexer = RedisMultiplexer("redis://127.0.0.1:6379/0")
+    sink = RedisStreamSink(client, stream=stream, multiplexer=multiplexer)
+    batches: list[int] = []
+    execute_many = multiplexer.execute_many
+
+    async def counted(commands):
+        batches.append(len(commands))
+        return await execute_many(commands)
+
+    multiplexer.execute_many = counted
+    try:
+        await asyncio.gather(*(sink.emit(event(f"m{index}")) for index in range(300)))
+        assert sink.pending() == 0
+        assert await streamed_ids(client, stream) == [f"m{index}" for index in range(300)]
+        assert sum(batches) == 300 and len(batches) <= 10
+    finally:
+        await client.delete(stream)
+        await client.aclose()
+        await multiplexer.aclose()
+
+
+@pytest.mark.redis
+async def test_multiplexed_sink_keeps_a_batch_that_failed_for_the_next_try():
+    import redis.asyncio as aioredis
+
+    from governance.ledger.multiplex import RedisMultiplexer
+
+    stream = f"test:usage:{uuid.uuid4().hex}"
+    client = aioredis.Redis()
+    multiplexer = RedisMultiplexer("redis://127.0.0.1:6379/0")
+    sink = RedisStreamSink(client, stream=stream, batch_max=4, multiplexer=multiplexer)
+    await client.set(stream, "not a stream")  # every XADD of a batch gets an error reply
+    try:
+        await asyncio.gather(*(sink.emit(event(f"k{index}")) for index in range(6)))
+        assert sink.pending() == 6
+        await client.delete(stream)
+        assert await sink.retry_pending() == 0
+        assert await streamed_ids(client, stream) == [f"k{index}" for index in range(6)]
+    finally:
+        await client.delete(stream)
+        await client.aclose()
+        await multiplexer.aclose()
+
+
+async def test_multiplexed_sink_buffers_when_redis_is_down():
+    import redis.asyncio as aioredis
+
+    from governance.ledger.multiplex import RedisMultiplexer
+
+    client = aioredis.Redis(port=1, socket_connect_timeout=0.2, socket_timeout=0.2)
+    multiplexer = RedisMultiplexer("redis://127.0.0.1:1/0", timeout_s=0.2,
+                                   connect_timeout_s=0.2)
+    try:
+        sink = RedisStreamSink(client, stream="never", multiplexer=multiplexer)
+        await sink.emit(event("kept"))
+        await sink.emit(event("kept-too"))
+        assert sink.pending() == 2
+    finally:
+        await client.aclose()
+        await multiplexer.aclose()
