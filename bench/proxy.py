@@ -506,16 +506,19 @@ def _run(args: argparse.Namespace, state_dir: Path, tool: str, rounds: int,
                                     duration=args.duration, warmup=args.warmup, tool=tool))
         rows = combine_rounds(measured)
         report(rows, tool)
+        gateways = {"(c)": "gateway", "(c2)": "gateway-production"}  # label: process
         for target in targets:
-            if target.label.startswith("(c)") and not target.error:
+            tag = target.label.split()[0]
+            if tag in gateways and not target.error:
                 overhead = self_reported_overhead(target)
                 if overhead is not None:
-                    print(f"  (c) x-gateway-overhead-ms, median of 50 sequential requests: "
+                    print(f"  {tag} x-gateway-overhead-ms, median of 50 sequential requests: "
                           f"{overhead:.3f} ms")
-        if any(row.target.label.startswith("(c)") and row.note for row in rows):
-            tail = processes.log_tail("gateway", 15)
-            if tail.strip():
-                print(f"\nlast lines of the gateway's log:\n{tail}")
+        for tag, process in gateways.items():
+            if any(row.target.label.split()[0] == tag and row.note for row in rows):
+                tail = processes.log_tail(process, 15)
+                if tail.strip():
+                    print(f"\nlast lines of the {process} log:\n{tail}")
     finally:
         processes.stop_all()
     return 0

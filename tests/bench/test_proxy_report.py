@@ -44,6 +44,7 @@ def test_the_production_run_gets_a_scratch_database_and_an_emptied_redis_databas
     from bench.proxy import scratch_services
 
     admin = "postgres://postgres@127.0.0.1:5432/postgres"
+    # databases 10-15 of the local Redis are the suite's scratch ones (tests/integration)
     scratch = redis.Redis.from_url("redis://127.0.0.1:6379/13")
     scratch.set("left-over", "1")
     try:

@@ -240,3 +240,32 @@ def test_rebuild_command_recomputes_the_days_from_the_records(capsys, settings):
 def test_rebuild_command_refuses_days_out_of_range(days):
     with pytest.raises(CommandError, match="--days must be between 1 and 3660"):
         call_command("rebuild_usage_rollups", f"--days={days}")
+
+
+# -- the jobs that remain -------------------------------------------------------------------------
+
+def test_every_scheduled_job_is_a_registered_task():
+    from django.conf import settings as django_settings
+
+    from gateway.celery import app
+
+    app.loader.import_default_modules()
+    scheduled = {entry["task"] for entry in django_settings.CELERY_BEAT_SCHEDULE.values()}
+    assert scheduled == {"governance.flush_usage", "governance.record_resets",
+                         "governance.purge_usage"}
+    assert scheduled <= set(app.tasks)
+
+
+@pytest.mark.django_db
+def test_the_retention_job_deletes_old_records_and_keeps_their_rollups(settings):
+    from governance.tasks import purge_usage_task
+
+    now = dt.datetime.now(dt.UTC)
+    write_records([event("old", created_at=(now - dt.timedelta(days=10)).timestamp()),
+                   event("new", created_at=(now - dt.timedelta(days=1)).timestamp())])
+    settings.GATEWAY_USAGE_RETENTION_DAYS = 0
+    assert purge_usage_task() == 0  # 0 keeps everything
+    settings.GATEWAY_USAGE_RETENTION_DAYS = 7
+    assert purge_usage_task() == 1
+    assert list(UsageRecord.objects.values_list("request_id", flat=True)) == ["new"]
+    assert UsageRollup.objects.filter(dimension="provider").count() == 2  # both days kept
