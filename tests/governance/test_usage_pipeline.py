@@ -386,8 +386,10 @@ async def test_redis_stream_sink_buffers_when_redis_is_down():
 # -- the sink on a multiplexed connection (production's default for redis:// URLs) ----------
 
 
-@pytest.mark.redis
-async def test_multiplexed_sink_sends_concurrent_events_once_each_in_few_writes():
+@pytest.fixture
+async def multiplexed():
+    """``open(batch_max)``: a sink on a multiplexed connection to a stream of its own, and
+    a plain client to read the stream; all closed (and the stream deleted) afterwards."""
     import redis.asyncio as aioredis
 
     from governance.ledger.multiplex import RedisMultiplexer
@@ -395,47 +397,43 @@ async def test_multiplexed_sink_sends_concurrent_events_once_each_in_few_writes(
     stream = f"test:usage:{uuid.uuid4().hex}"
     client = aioredis.Redis()
     multiplexer = RedisMultiplexer("redis://127.0.0.1:6379/0")
-    sink = RedisStreamSink(client, stream=stream, multiplexer=multiplexer)
+
+    def open_sink(batch_max: int = 500) -> tuple[RedisStreamSink, object, str]:
+        return (RedisStreamSink(client, stream=stream, batch_max=batch_max,
+                                multiplexer=multiplexer), client, stream)
+
+    yield open_sink
+    await client.delete(stream)
+    await client.aclose()
+    await multiplexer.aclose()
+
+
+@pytest.mark.redis
+async def test_multiplexed_sink_sends_concurrent_events_once_each_in_few_writes(multiplexed):
+    sink, client, stream = multiplexed()
     batches: list[int] = []
-    execute_many = multiplexer.execute_many
+    execute_many = sink.multiplexer.execute_many
 
     async def counted(commands):
         batches.append(len(commands))
         return await execute_many(commands)
 
-    multiplexer.execute_many = counted
-    try:
-        await asyncio.gather(*(sink.emit(event(f"m{index}")) for index in range(300)))
-        assert sink.pending() == 0
-        assert await streamed_ids(client, stream) == [f"m{index}" for index in range(300)]
-        assert sum(batches) == 300 and len(batches) <= 10
-    finally:
-        await client.delete(stream)
-        await client.aclose()
-        await multiplexer.aclose()
+    sink.multiplexer.execute_many = counted
+    await asyncio.gather(*(sink.emit(event(f"m{index}")) for index in range(300)))
+    assert sink.pending() == 0
+    assert await streamed_ids(client, stream) == [f"m{index}" for index in range(300)]
+    assert sum(batches) == 300 and len(batches) <= 10
 
 
 @pytest.mark.redis
-async def test_multiplexed_sink_keeps_a_batch_that_failed_for_the_next_try():
-    import redis.asyncio as aioredis
-
-    from governance.ledger.multiplex import RedisMultiplexer
-
-    stream = f"test:usage:{uuid.uuid4().hex}"
-    client = aioredis.Redis()
-    multiplexer = RedisMultiplexer("redis://127.0.0.1:6379/0")
-    sink = RedisStreamSink(client, stream=stream, batch_max=4, multiplexer=multiplexer)
+async def test_multiplexed_sink_keeps_a_batch_that_failed_for_the_next_try(multiplexed):
+    sink, client, stream = multiplexed(batch_max=4)
     await client.set(stream, "not a stream")  # every XADD of a batch gets an error reply
-    try:
-        await asyncio.gather(*(sink.emit(event(f"k{index}")) for index in range(6)))
-        assert sink.pending() == 6
-        await client.delete(stream)
-        assert await sink.retry_pending() == 0
-        assert await streamed_ids(client, stream) == [f"k{index}" for index in range(6)]
-    finally:
-        await client.delete(stream)
-        await client.aclose()
-        await multiplexer.aclose()
+    await asyncio.gather(*(sink.emit(event(f"k{index}")) for index in range(6)))
+    assert sink.pending() == 6
+    await client.delete(stream)
+    assert await sink.retry_pending() == 0
+    assert await streamed_ids(client, stream) == [f"k{index}" for index in range(6)]
 
 
 async def test_multiplexed_sink_buffers_when_redis_is_down():
