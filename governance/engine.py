@@ -60,6 +60,7 @@ from governance.ledger.base import (
     retry_after_seconds,
 )
 from governance.ledger.windows import window_bounds
+from governance.lograte import RateLimitedLog
 from pricing.cost import Pricer
 from routing.engine import Capacity
 
@@ -171,6 +172,8 @@ class Governor:
         self.default_max_tokens = default_max_tokens
         self.clock = clock or ledger.clock
         self.usage_view = UsageView()
+        # Ledger outages fail every request alike: one line per kind and 10 s, with a count.
+        self.outage_log = RateLimitedLog(logger)
         # limits -> (its request limits, its token limits); see _header_limits
         self._header_limits_cache: IdentityCache[tuple[tuple[Limit, ...],
                                                        tuple[Limit, ...]]] = IdentityCache(
@@ -293,10 +296,12 @@ class Governor:
             result = await self.ledger.admit(request_id, limits, reservation)
         except LedgerUnavailable as exc:
             if self.fail_open:
-                logger.warning("ledger unavailable, admitting %s without limits (fail open): %s",
-                               request_id, exc)
+                self.outage_log.warning(
+                    "admit-bypassed", "ledger unavailable, admitting %s without limits "
+                    "(fail open): %s", request_id, exc)
                 return Admission(request_id, tuple(limits), {}, bypassed=True)
-            logger.error("ledger unavailable, refusing %s (fail closed): %s", request_id, exc)
+            self.outage_log.error("admit-refused", "ledger unavailable, refusing %s "
+                                  "(fail closed): %s", request_id, exc)
             raise GovernanceUnavailable() from exc
         if isinstance(result, Denied):
             raise denial_error(result)
@@ -312,7 +317,8 @@ class Governor:
         try:
             await self.ledger.settle(admission.request_id, actual)
         except LedgerUnavailable as exc:
-            logger.error("could not settle %s: %s", admission.request_id, exc)
+            self.outage_log.error("settle", "could not settle %s: %s", admission.request_id,
+                                  exc)
             return False
         return True
 
@@ -322,8 +328,8 @@ class Governor:
         try:
             await self.ledger.release(admission.request_id)
         except LedgerUnavailable as exc:
-            logger.error("could not release %s (its lease expires on its own): %s",
-                         admission.request_id, exc)
+            self.outage_log.error("release", "could not release %s (its lease expires on its "
+                                  "own): %s", admission.request_id, exc)
 
     # -- the capacity view routing rules read --------------------------------------------
 

@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from governance.lograte import RateLimitedLog
+
 logger = logging.getLogger(__name__)
 
 STREAM_KEY = "gateway:usage"
@@ -158,6 +160,7 @@ class RedisStreamSink:
         self.batch_max = batch_max
         self._unsent: collections.deque[UsageEvent] = collections.deque()
         self._sending = asyncio.Lock()
+        self._outage_log = RateLimitedLog(logger)  # a failed batch per request, when down
 
     async def emit(self, event: UsageEvent) -> None:
         self._unsent.append(event)
@@ -181,8 +184,9 @@ class RedisStreamSink:
                             pipe.xadd(self.stream, {"event": event.to_json()})
                         await pipe.execute()
                 except Exception as exc:  # Redis down: keep the events, never fail a request
-                    logger.warning("usage sink unavailable, %d event(s) buffered: %s",
-                                   len(self._unsent), exc)
+                    self._outage_log.warning(
+                        "sink", "usage sink unavailable, %d event(s) buffered: %s",
+                        len(self._unsent), exc)
                     break
                 for _ in batch:
                     self._unsent.popleft()

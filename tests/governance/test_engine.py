@@ -318,6 +318,56 @@ async def test_ledger_down_fails_closed_by_default_and_open_when_asked():
         admission.__class__("x", (limit,), {}), LedgerUsage()) is False
 
 
+async def test_an_outage_logs_one_line_per_kind_and_interval_with_a_count(caplog):
+    from governance.durations import parse_duration
+    from governance.engine import Admission
+    from governance.ledger import Window
+    from governance.lograte import RateLimitedLog
+
+    limit = Limit("rate:x:requests", Metric.REQUESTS, 10, Window(parse_duration("1h")), "k")
+    now = [100.0]
+    governor = Governor(_DownLedger())
+    governor.outage_log = RateLimitedLog(governor.outage_log.logger, clock=lambda: now[0])
+    caplog.set_level("ERROR", logger="governance.engine")
+    for index in range(500):  # a burst of requests during the outage
+        with pytest.raises(errors.GovernanceUnavailable):
+            await governor.admit(f"r{index}", [limit], Reservation())
+        if index == 200:
+            await governor.settle(Admission("s", (limit,), {}), LedgerUsage())
+    assert [record.getMessage() for record in caplog.records] == [
+        "ledger unavailable, refusing r0 (fail closed): redis: connection refused",
+        "could not settle s: redis: connection refused"]
+    now[0] += 12.5
+    with pytest.raises(errors.GovernanceUnavailable):
+        await governor.admit("later", [limit], Reservation())
+    assert caplog.records[-1].getMessage() == (
+        "ledger unavailable, refusing later (fail closed): redis: connection refused "
+        "(and 499 more like it in the last 12 s)")
+
+
+@pytest.mark.parametrize(("gaps", "written"), [
+    ([0, 1, 2, 9.9], [True, False, False, False]),
+    ([0, 10, 20], [True, True, True]),
+    ([0, 5, 10.5, 11], [True, False, True, False]),
+])
+def test_rate_limited_log_writes_the_first_line_of_each_interval(caplog, gaps, written):
+    import logging
+
+    from governance.lograte import RateLimitedLog
+
+    moment = [0.0]
+    log = RateLimitedLog(logging.getLogger("test.lograte"), interval_s=10,
+                         clock=lambda: moment[0])
+    caplog.set_level("WARNING", logger="test.lograte")
+    results = []
+    for gap in gaps:
+        moment[0] = gap
+        results.append(log.warning("kind", "event at %s", gap))
+    assert results == written
+    assert log.warning("other kind", "a new kind is written at once")
+    assert len(caplog.records) == written.count(True) + 1
+
+
 async def test_rate_limit_headers_report_the_tightest_limit():
     from governance.durations import parse_duration
     from governance.ledger import Window

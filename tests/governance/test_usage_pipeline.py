@@ -436,7 +436,7 @@ async def test_multiplexed_sink_keeps_a_batch_that_failed_for_the_next_try(multi
     assert await streamed_ids(client, stream) == [f"k{index}" for index in range(6)]
 
 
-async def test_multiplexed_sink_buffers_when_redis_is_down():
+async def test_multiplexed_sink_buffers_when_redis_is_down(caplog):
     import redis.asyncio as aioredis
 
     from governance.ledger.multiplex import RedisMultiplexer
@@ -446,9 +446,12 @@ async def test_multiplexed_sink_buffers_when_redis_is_down():
                                    connect_timeout_s=0.2)
     try:
         sink = RedisStreamSink(client, stream="never", multiplexer=multiplexer)
+        caplog.set_level("WARNING", logger="governance.sink")
         await sink.emit(event("kept"))
         await sink.emit(event("kept-too"))
         assert sink.pending() == 2
+        assert [record.getMessage()[:44] for record in caplog.records] == [
+            "usage sink unavailable, 1 event(s) buffered:"]  # once per 10 s, not per event
     finally:
         await client.aclose()
         await multiplexer.aclose()
