@@ -31,6 +31,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.routing_cost
 	$(PY) -m bench.ledger
+	$(PY) -m bench.redis_calls
 	$(PY) -m bench.proxy
 
 lint: $(STAMP)

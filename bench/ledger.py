@@ -82,7 +82,7 @@ async def figures() -> list[tuple[str, float]]:
             if client is not None:
                 async for key in client.scan_iter(match=f"{{{prefix}}}*"):
                     await client.delete(key)
-                await client.aclose()
+            await ledger.aclose()
     return results
 
 
