@@ -14,7 +14,7 @@ from django import forms
 from django.db.models import Q, QuerySet
 from django_filters.fields import IsoDateTimeField
 
-from governance.models import UsageRecord
+from governance.models import UsageDimension, UsageRecord, UsageRollup
 from governance.usage import GROUP_BY_CHOICES
 
 STATUS_HELP = "success (2xx), error (anything else) or an exact code such as 429"
@@ -119,3 +119,21 @@ class UsageSummaryFilter(UsageRecordFilter):
 
     class Meta(UsageRecordFilter.Meta):
         pass
+
+
+class DailyUsageFilter(django_filters.FilterSet):
+    """The daily rollups of one dimension, optionally of one owner, provider or model, over
+    a range of UTC days (both ends included)."""
+
+    dimension = django_filters.ChoiceFilter(
+        choices=[(str(name), str(name)) for name in UsageDimension], required=True)
+    dimension_id = django_filters.CharFilter(max_length=255)
+    locals().update({
+        "from": django_filters.DateFilter(field_name="day", lookup_expr="gte"),
+        "to": django_filters.DateFilter(field_name="day", lookup_expr="lte"),
+    })
+
+    class Meta:
+        model = UsageRollup
+        form = UsageFilterForm
+        fields: list[str] = []

@@ -6,4 +6,5 @@ from governance.api import usage_views
 urlpatterns = [
     re_path(r"^records/?$", usage_views.UsageRecordListView.as_view()),
     re_path(r"^summary/?$", usage_views.UsageSummaryView.as_view()),
+    re_path(r"^daily/?$", usage_views.DailyUsageView.as_view()),
 ]

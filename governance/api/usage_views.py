@@ -1,7 +1,9 @@
-"""Usage API: the request records (JSON pages or a streamed CSV) and exact summaries.
+"""Usage API: the request records (JSON pages or a streamed CSV), exact summaries, and the
+daily rollups.
 
-Both read :class:`UsageRecord` directly, so they are exact; dashboards that can live with
-daily granularity read the rollups instead (:mod:`governance.usage`).
+Records and summaries read :class:`UsageRecord` directly, so they are exact; dashboards that
+can live with daily granularity read the rollups (``/api/usage/daily``), which stay cheap
+however many records there are and outlive the records' retention.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from gateway.errors import BadRequest
 from governance.api.representations import timestamp
 from governance.api.usage_filters import (
     STATUS_HELP,
+    DailyUsageFilter,
     UsageRecordListFilter,
     UsageSummaryFilter,
 )
-from governance.models import USAGE_RECORD_COLUMNS, UsageRecord
-from governance.usage import GROUP_BY_CHOICES, format_cost, summarize_usage
+from governance.models import USAGE_RECORD_COLUMNS, UsageDimension, UsageRecord, UsageRollup
+from governance.usage import GROUP_BY_CHOICES, METRIC_NAMES, format_cost, summarize_usage
 
 TAGS = ["Usage"]
 FILTER_PARAMETERS = [
@@ -192,3 +195,36 @@ class UsageSummaryView(ManagementAPIView):
             row["cost"] = format_cost(row["cost"])
         return Response({"group_by": group_by, "groups": groups, "count": len(groups),
                          "totals": totals})
+
+
+def daily_usage(items: Iterable[UsageRollup]) -> list[dict[str, Any]]:
+    return [{"day": item.day.isoformat(), "dimension": item.dimension,
+             "id": item.dimension_id or None, "name": item.dimension_name,
+             **{name: getattr(item, name) for name in METRIC_NAMES if name != "cost"},
+             "cost": format_cost(item.cost), "updated_at": timestamp(item.updated_at)}
+            for item in items]
+
+
+class DailyUsageView(ManagementAPIView):
+    @extend_schema(
+        tags=TAGS, operation_id="listDailyUsage",
+        description="The daily (UTC) rollups of one dimension, newest day first, then by cost: "
+        "kept up to date by every usage flush and kept when records are purged. `id` is null "
+        "for requests without that owner. Always paginated.",
+        parameters=[
+            OpenApiParameter("dimension", str, required=True,
+                             enum=[str(name) for name in UsageDimension]),
+            OpenApiParameter("dimension_id", str, description="A key, team or customer id, a "
+                             "provider or a model name, exact."),
+            OpenApiParameter("from", OpenApiTypes.DATE, description="First UTC day, included."),
+            OpenApiParameter("to", OpenApiTypes.DATE, description="Last UTC day, included."),
+            OpenApiParameter("limit", int, description="Page size (default 25, max 100)."),
+            OpenApiParameter("offset", int, description="Rows to skip."),
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        queryset = self.filter(DailyUsageFilter, request, UsageRollup.objects.order_by(
+            "-day", "-cost", "-request_count", "dimension_id"))
+        params = request.query_params.copy()
+        params.setdefault("limit", "0")
+        return Response(list_response(queryset, params, "daily_usage", daily_usage))
