@@ -93,14 +93,13 @@ class GovernanceRuntime:
         if settings.REDIS_URL:
             import redis.asyncio as aioredis
 
-            from governance.ledger.multiplex import RedisMultiplexer
+            from governance.ledger.multiplex import multiplexer_for
 
             client = aioredis.from_url(settings.REDIS_URL, socket_timeout=1,
                                        socket_connect_timeout=1)
             # The sink's own connection: its batches (up to 500 XADDs) never hold up the
-            # ledger's admits on theirs. TLS and Unix sockets: redis-py's pipelines.
-            multiplexer = (RedisMultiplexer(settings.REDIS_URL, timeout_s=1, connect_timeout_s=1)
-                           if settings.REDIS_URL.startswith("redis://") else None)
+            # ledger's admits on theirs.
+            multiplexer = multiplexer_for(settings.REDIS_URL, timeout_s=1, connect_timeout_s=1)
             return cls(ledger=ledger_from_url(settings.REDIS_URL,
                                               key_prefix=settings.LEDGER_KEY_PREFIX),
                        sink=RedisStreamSink(client, multiplexer=multiplexer), embedded=False,
@@ -247,9 +246,7 @@ class GovernanceRuntime:
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
-        multiplexer = getattr(self.sink, "multiplexer", None)
-        if multiplexer is not None:
-            with contextlib.suppress(Exception):
-                await multiplexer.aclose()
+        with contextlib.suppress(Exception):
+            await self.sink.aclose()
         with contextlib.suppress(Exception):
             await self.ledger.aclose()

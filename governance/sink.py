@@ -96,6 +96,8 @@ class Batch:
 class Sink(Protocol):
     async def emit(self, event: UsageEvent) -> None: ...
 
+    async def aclose(self) -> None: ...
+
 
 class MemorySink:
     """Thread-safe in-process buffer: the event loop emits, a flush thread drains."""
@@ -108,6 +110,9 @@ class MemorySink:
 
     async def emit(self, event: UsageEvent) -> None:
         self.put(event)
+
+    async def aclose(self) -> None:
+        """Nothing to close: the buffer stays readable for the final flush."""
 
     def put(self, event: UsageEvent) -> None:
         with self._lock:
@@ -194,6 +199,11 @@ class RedisStreamSink:
 
     def pending(self) -> int:
         return len(self._unsent)
+
+    async def aclose(self) -> None:
+        """Close the multiplexed connection (``client`` belongs to the caller)."""
+        if self.multiplexer is not None:
+            await self.multiplexer.aclose()
 
 
 class RedisStreamReader:

@@ -215,15 +215,15 @@ def write_records(events: Sequence[UsageEvent]) -> int:
             for start in range(0, len(rows), step):
                 chunk = rows[start:start + step]
                 cursor.execute(plan.sql(len(chunk)), [value for row in chunk for value in row])
-                events = unique[start:start + step]
+                chunk_events = unique[start:start + step]
                 if plan.returning:
                     new = {key for (key,) in cursor.fetchall()}
-                    inserted += (events if len(new) == len(chunk)
-                                 else [event for event in events if event.key in new])
+                    inserted += (chunk_events if len(new) == len(chunk)
+                                 else [event for event in chunk_events if event.key in new])
                 elif cursor.rowcount == len(chunk):
-                    inserted += events
+                    inserted += chunk_events
                 elif cursor.rowcount:  # some were recorded before (a redelivery)
-                    inserted += plan.newest(cursor, events, cursor.rowcount)
+                    inserted += plan.newest(cursor, chunk_events, cursor.rowcount)
         add_to_rollups(inserted)
     return len(inserted)
 

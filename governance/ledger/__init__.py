@@ -38,18 +38,16 @@ def _redis(url: str, **kwargs: Any) -> Ledger:
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
 
-    from governance.ledger.multiplex import RedisMultiplexer
+    from governance.ledger.multiplex import multiplexer_for
     from governance.ledger.redis import RedisLedger
 
     # One quick retry rides out a dropped connection; more would only delay the 503.
     client = aioredis.from_url(url, socket_timeout=REDIS_TIMEOUT_SECONDS,
                                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
                                retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1))
-    # Admits and settles through one implicitly pipelined connection (plain redis:// only;
-    # TLS and Unix sockets stay on the client's pool).
-    multiplexer = (RedisMultiplexer(url, timeout_s=REDIS_TIMEOUT_SECONDS,
-                                    connect_timeout_s=REDIS_TIMEOUT_SECONDS)
-                   if url.startswith("redis://") else None)
+    # Admits and settles through one implicitly pipelined connection.
+    multiplexer = multiplexer_for(url, timeout_s=REDIS_TIMEOUT_SECONDS,
+                                  connect_timeout_s=REDIS_TIMEOUT_SECONDS)
     return RedisLedger(client, multiplexer=multiplexer, **kwargs)
 
 

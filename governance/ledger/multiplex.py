@@ -46,6 +46,15 @@ from redis.connection import parse_url
 _INCOMPLETE = object()  # hiredis's answer when no whole reply is buffered yet
 
 
+def multiplexer_for(url: str, *, timeout_s: float, connect_timeout_s: float
+                    ) -> RedisMultiplexer | None:
+    """A multiplexer for a ``redis://`` URL; None for the URLs it does not speak (TLS, Unix
+    sockets), whose callers keep redis-py's client."""
+    if not url.startswith("redis://"):
+        return None
+    return RedisMultiplexer(url, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s)
+
+
 class RedisMultiplexer:
     def __init__(self, url: str, *, timeout_s: float = 5.0,
                  connect_timeout_s: float = 5.0) -> None:
@@ -65,18 +74,14 @@ class RedisMultiplexer:
 
     async def execute(self, *args: Any) -> Any:
         """Send one command; its reply, or ``ResponseError`` for an error reply."""
-        protocol = self._protocol
-        if protocol is None or protocol.closed:
-            protocol = await self._connect()
+        protocol = await self._connected()
         return await protocol.send(hiredis.pack_command(args))
 
     async def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send ``commands`` together (one write); their replies in order. An error reply
         or a lost connection raises the first error once every reply is in (the commands
         before and after it may have run)."""
-        protocol = self._protocol
-        if protocol is None or protocol.closed:
-            protocol = await self._connect()
+        protocol = await self._connected()
         pack = hiredis.pack_command
         futures = [protocol.send(pack(tuple(command))) for command in commands]
         replies: list[Any] = []
@@ -111,6 +116,12 @@ class RedisMultiplexer:
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
             protocol.abort(redis.exceptions.ConnectionError("the Redis client was closed"))
+
+    async def _connected(self) -> _RedisProtocol:
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connect()
+        return protocol
 
     async def _connect(self) -> _RedisProtocol:
         """The connection, opened by the first caller that finds none; callers arriving
@@ -261,4 +272,4 @@ class _RedisProtocol(asyncio.Protocol):
                 future.set_exception(error)
 
 
-__all__ = ["RedisMultiplexer"]
+__all__ = ["RedisMultiplexer", "multiplexer_for"]
