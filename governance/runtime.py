@@ -167,10 +167,12 @@ class GovernanceRuntime:
             logger.debug("usage view refresh skipped: %s", exc)
 
     async def _usage_view_loop(self) -> None:
-        """Refresh the usage view every second, without touching any request."""
+        """Refresh the usage view every second, without touching any request; write what
+        the ledger's outage log held back once its failures stop."""
         while True:
             await asyncio.sleep(USAGE_VIEW_INTERVAL_S)
             await self.refresh_usage_view()
+            self.governor.outage_log.flush()  # the count of an outage's last lines
 
     # -- embedded background jobs ---------------------------------------------------------
 

@@ -195,6 +195,8 @@ class RedisStreamSink:
                     break
                 for _ in batch:
                     self._unsent.popleft()
+            # (called every flush interval: an outage's last failures get their line)
+            self._outage_log.flush()
         return len(self._unsent)
 
     def pending(self) -> int:

@@ -368,6 +368,35 @@ def test_rate_limited_log_writes_the_first_line_of_each_interval(caplog, gaps, w
     assert len(caplog.records) == written.count(True) + 1
 
 
+def test_rate_limited_log_flush_writes_the_last_line_held_back_with_its_count(caplog):
+    """When the failures stop, the lines left out since the last one written are not lost:
+    ``flush`` writes the latest of them with the count, once its interval has passed."""
+    import logging
+
+    from governance.lograte import RateLimitedLog
+
+    moment = [0.0]
+    log = RateLimitedLog(logging.getLogger("test.lograte"), interval_s=10,
+                         clock=lambda: moment[0])
+    caplog.set_level("WARNING", logger="test.lograte")
+    assert log.flush() == 0  # nothing logged yet
+    for index in range(5):
+        moment[0] = index
+        log.error("down", "refusing %s", f"r{index}")
+    log.warning("quiet", "a kind with nothing left out")
+    moment[0] = 9.5
+    assert log.flush() == 0  # still within the interval: a new failure would say it
+    moment[0] = 10.0
+    assert log.flush() == 1
+    assert [(record.levelname, record.getMessage()) for record in caplog.records] == [
+        ("ERROR", "refusing r0"), ("WARNING", "a kind with nothing left out"),
+        ("ERROR", "refusing r4 (the last of 4 like it in 10 s)")]
+    moment[0] = 30.0
+    assert log.flush() == 0  # told once
+    assert log.error("down", "refusing %s", "r5")  # and a new failure is written at once
+    assert caplog.records[-1].getMessage() == "refusing r5"
+
+
 async def test_rate_limit_headers_report_the_tightest_limit():
     from governance.durations import parse_duration
     from governance.ledger import Window

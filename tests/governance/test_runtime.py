@@ -111,3 +111,32 @@ async def test_stop_ends_a_loop_that_swallowed_its_cancellation_then_flushes():
     assert done, "stop() never ended"
     assert task.cancelled() and swallowed == 1
     assert sink.retries == 1  # the final flush ran
+
+
+async def test_the_usage_view_loop_writes_what_the_ledger_outage_log_held_back(monkeypatch,
+                                                                             caplog):
+    """Admits failed during an outage, then none: within a tick of the loop after the log's
+    interval, the last refused admit is written with the count of those left out."""
+    import asyncio
+
+    from governance.lograte import RateLimitedLog
+
+    moment = [0.0]
+    monkeypatch.setattr(runtime_module, "USAGE_VIEW_INTERVAL_S", 0.01)
+    runtime = GovernanceRuntime(ledger=MemoryLedger(), sink=MemorySink(), embedded=False)
+    outage = runtime.governor.outage_log = RateLimitedLog(
+        runtime.governor.outage_log.logger, clock=lambda: moment[0])
+    caplog.set_level("ERROR", logger=outage.logger.name)
+    for index in range(3):
+        outage.error("admit-refused", "refusing %s", f"r{index}")
+    moment[0] = 11.0
+    loop = asyncio.ensure_future(runtime._usage_view_loop())
+    try:
+        for _ in range(200):
+            if len(caplog.records) == 2:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        loop.cancel()
+    assert [record.getMessage() for record in caplog.records] == [
+        "refusing r0", "refusing r2 (the last of 2 like it in 11 s)"]

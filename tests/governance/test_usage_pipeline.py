@@ -455,3 +455,34 @@ async def test_multiplexed_sink_buffers_when_redis_is_down(caplog):
     finally:
         await client.aclose()
         await multiplexer.aclose()
+
+
+async def test_sink_outage_lines_held_back_are_written_once_the_outage_ends(caplog):
+    """Events fail to send for a while, then Redis is back: the next retry after the log's
+    interval writes the last failure line it held back, with the count."""
+    from governance.lograte import RateLimitedLog
+
+    moment = [0.0]
+
+    class Flaky:
+        down = True
+
+        async def execute_many(self, commands):
+            if self.down:
+                raise redis.ConnectionError("Redis went away")
+            return [b"1-0"] * len(commands)
+
+    sink = RedisStreamSink(None, stream="flaky", multiplexer=Flaky())
+    sink._outage_log = RateLimitedLog(sink._outage_log.logger, clock=lambda: moment[0])
+    caplog.set_level("WARNING", logger="governance.sink")
+    for index in range(4):
+        moment[0] = index
+        await sink.emit(event(f"e{index}"))
+    assert sink.pending() == 4
+    sink.multiplexer.down = False
+    moment[0] = 12.0
+    assert await sink.retry_pending() == 0
+    assert [record.getMessage() for record in caplog.records] == [
+        "usage sink unavailable, 1 event(s) buffered: Redis went away",
+        "usage sink unavailable, 4 event(s) buffered: Redis went away "
+        "(the last of 3 like it in 12 s)"]
