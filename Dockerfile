@@ -1,4 +1,6 @@
-# The gateway: admin, management API and (later) inference routes, served by uvicorn.
+# The gateway: admin, management API and inference routes on one port, served by uvicorn
+# through `manage.py serve` (which refuses WORKERS > 1 without REDIS_URL: in the embedded
+# mode each worker would count limits of its own). docker-compose.yml sets both.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -19,4 +21,4 @@ USER gateway
 
 EXPOSE 8000
 VOLUME ["/data"]
-CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py ensure_admin && exec uvicorn gateway.asgi:application --host \"$HOST\" --port \"$PORT\" --workers \"${WORKERS:-2}\" --lifespan on --timeout-graceful-shutdown 30"]
+CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py ensure_admin && exec python manage.py serve --host \"$HOST\" --port \"$PORT\" --workers \"${WORKERS:-1}\""]
