@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -995,6 +996,10 @@ class StreamRelay:
         self.to_messages = (translation.ChatStreamToMessages(model=call.body["model"])
                             if translated and not self.anthropic_upstream else None)
         self.usage: Usage | None = None
+        # True once the stream's final usage arrived (OpenAI's usage chunk, Anthropic's
+        # message_delta): before it, Anthropic's message_start reports a placeholder of one
+        # or a few output tokens, not what a stream cut short produced.
+        self.usage_final = False
         self.text_chars = 0
         self.output: list[bytes] = []
         self.done = False
@@ -1105,6 +1110,7 @@ class StreamRelay:
         usage = payload.get("usage")
         if usage:
             self.usage = merge_usage(self.usage, openai_usage(usage))
+            self.usage_final = True
         choices = payload.get("choices")
         if isinstance(choices, list):
             for choice in choices:
@@ -1123,7 +1129,10 @@ class StreamRelay:
                 self.usage = merge_usage(self.usage, anthropic_usage(message.get("usage")))
         elif kind == "message_delta":
             # output tokens at the end; merge_usage keeps message_start's input tokens
-            self.usage = merge_usage(self.usage, anthropic_usage(payload.get("usage")))
+            usage = anthropic_usage(payload.get("usage"))
+            if usage is not None:
+                self.usage = merge_usage(self.usage, usage)
+                self.usage_final = True
         elif kind == "content_block_delta":
             delta = payload.get("delta")
             if isinstance(delta, dict):
@@ -1132,17 +1141,20 @@ class StreamRelay:
                     self.text_chars += len(text)
 
     def usage_or_estimate(self, prompt_estimate: int) -> Usage:
-        """Usage the upstream reported; otherwise counted from the streamed text."""
+        """The stream's final usage when it arrived. Otherwise (a stream cut short) what the
+        upstream reported so far (e.g. Anthropic's input and cache tokens), with the output
+        counted from the streamed text when that is more than the upstream's count so far
+        (Anthropic's message_start says 1), and the prompt estimated when none was reported."""
         usage = self.usage
-        if usage is not None and usage.output_tokens:
+        if self.usage_final and usage is not None and usage.output_tokens:
             return usage
         self._count_uncounted()
         usage = self.usage
         completion = estimate_tokens(self.text_chars)
-        prompt = usage.input_tokens if usage is not None and usage.input_tokens else prompt_estimate
-        return Usage(input_tokens=prompt,
-                     cached_read_tokens=usage.cached_read_tokens if usage else 0,
-                     output_tokens=completion)
+        if usage is None:
+            return Usage(input_tokens=prompt_estimate, output_tokens=completion)
+        return dataclasses.replace(usage, input_tokens=usage.input_tokens or prompt_estimate,
+                                   output_tokens=max(usage.output_tokens, completion))
 
     def error_event(self, message: str, code: str) -> bytes:
         """The event that ends a stream cut short, in the client's dialect."""

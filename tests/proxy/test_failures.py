@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import json
 import time
 
 import httpx
@@ -16,6 +17,8 @@ from governance.models import UsageRecord, VirtualKey
 from tests.factories import (
     ModelAliasFactory,
     ModelAliasRouteFactory,
+    ProviderConfigFactory,
+    ProviderFactory,
     ProviderKeyFactory,
     RoutingRuleFactory,
     RoutingTargetFactory,
@@ -384,3 +387,46 @@ def test_a_provider_config_allowing_no_keys_is_403_saying_why(gateway, world):
     gateway.flush()
     assert not UsageRecord.objects.exists()  # never reached a provider: no usage
 
+
+
+def _streamed_text(text: str) -> str:
+    """The generated text in a stream as the client got it (chat chunks or Anthropic
+    deltas)."""
+    pieces = []
+    for line in text.splitlines():
+        if not line.startswith("data: {"):
+            continue
+        event = json.loads(line[6:])
+        for choice in event.get("choices") or ():
+            pieces.append((choice.get("delta") or {}).get("content") or "")
+        if event.get("type") == "content_block_delta":
+            pieces.append(event["delta"].get("text", ""))
+    return "".join(pieces)
+
+
+@pytest.mark.parametrize("path", ["/anthropic/v1/messages", "/v1/chat/completions"])
+def test_a_claude_stream_cut_short_is_billed_for_the_text_it_streamed(gateway, world, path):
+    # Anthropic's message_start reports output_tokens: 1 as a placeholder; the real count
+    # comes in message_delta at the end. A stream that breaks before it (here after 10 of 20
+    # deltas, on the native route and translated for an OpenAI client) is billed for the
+    # text streamed, 4 characters a token.
+    cut = ProviderFactory(name="claude-cut", kind="anthropic", base_url=world["mock"].url,
+                          max_retries=0)
+    ProviderKeyFactory(provider=cut, name="cut", plain_value="mock-chunks-20-drop_after_chunks-10")
+    ProviderConfigFactory(virtual_key=world["key"], provider=cut, allowed_models=["*"],
+                          allow_all_keys=True, weight=None)
+    gateway.reload()
+    request = {"model": "claude-cut/claude-3-5-haiku-latest", "max_tokens": 900,
+               "stream": True, "messages": [{"role": "user", "content": "hello"}]}
+    with httpx.stream("POST", f"{gateway.url}{path}", json=request, timeout=10,
+                      headers={"authorization": f"Bearer {world['secret']}"}) as response:
+        assert response.status_code == 200
+        text = "".join(response.iter_text())
+    assert "error" in text  # the client was told the stream broke
+    streamed = _streamed_text(text)
+    assert len(streamed) >= 20
+    gateway.flush()
+    [record] = UsageRecord.objects.all()
+    assert (record.status_code, record.error_type) == (502, "upstream_stream_error")
+    assert record.completion_tokens == (len(streamed) + 3) // 4
+    assert record.prompt_tokens > 0 and record.cost > 0
