@@ -100,6 +100,9 @@ SSE_SET_HEADERS = frozenset({b"content-type", b"cache-control", b"x-accel-buffer
 # Content events of a pass-through stream kept for counting their text later, at most.
 UNCOUNTED_MAX_BYTES = 256 * 1024
 ROUTE_HEADERS_CACHE_MAX = 10_000
+# Control characters in a header value would make the server drop the response: names an
+# operator gave (a routing rule, a routed model) are sent with "?" in their place.
+CONTROL_BYTES = bytes(byte if 32 <= byte != 127 else ord("?") for byte in range(256))
 MAX_FALLBACKS = 10
 NOTHING = Reservation()  # what a request with no limits reserves
 # What ends a stream on the provider's side (anything else that ends one is a bug of ours).
@@ -128,6 +131,8 @@ def parse_body(raw: bytes, operation: str) -> dict[str, Any]:
         raise _fail("model", "must be a non-empty string")
     if len(model) > 256:
         raise _fail("model", "longer than 256 characters")
+    if not model.isprintable():  # it is echoed in x-gateway-model
+        raise _fail("model", "must not contain control characters")
     if operation in ("chat", "messages"):
         messages = body.get("messages")
         if messages is None:
@@ -162,7 +167,8 @@ def parse_body(raw: bytes, operation: str) -> dict[str, Any]:
         raise _fail("stream_options", "must be an object")
     fallbacks = body.get("fallbacks")
     if fallbacks is not None:
-        if not isinstance(fallbacks, list) or not all(isinstance(item, str) for item in fallbacks):
+        if not isinstance(fallbacks, list) or not all(isinstance(item, str) and item.isprintable()
+                                                      for item in fallbacks):
             raise _fail("fallbacks", "must be an array of 'provider/model' strings")
         if len(fallbacks) > MAX_FALLBACKS:
             raise _fail("fallbacks", f"at most {MAX_FALLBACKS} entries")
@@ -278,7 +284,8 @@ class ProxyState:
                 pairs.append(("x-gateway-routing-rule", rule_name))
             if len(self._route_headers) >= ROUTE_HEADERS_CACHE_MAX:
                 self._route_headers.clear()
-            headers = self._route_headers[key] = tuple(encode_headers(pairs))
+            headers = self._route_headers[key] = tuple(
+                (name, value.translate(CONTROL_BYTES)) for name, value in encode_headers(pairs))
         return headers
 
     def routing_engine(self, snapshot: Any) -> RoutingEngine:

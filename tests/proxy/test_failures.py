@@ -257,6 +257,12 @@ def test_client_disconnect_mid_stream_cancels_upstream_and_bills_what_was_stream
     (b'{"messages": [{"role": "user", "content": "x"}]}', 400, "model: required"),
     (b'{"model": "mock/gpt-4o-mini"}', 400, "messages: required"),
     (b'{"model": "mock/gpt-4o-mini", "messages": [{"role": 1}]}', 400, "messages[0].role"),
+    # control characters would be echoed in x-gateway-model: refused before any upstream call
+    *[(b'{"model": "mock/gpt' + escaped + b'x", "messages": [{"role": "user", "content": "x"}]}',
+       400, "model: must not contain control characters")
+      for escaped in (b"\\u0000", b"\\u0001", b"\\r\\n", b"\\u007f")],
+    (b'{"model": "mock/gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], '
+     b'"fallbacks": ["claude/x\\u0000"]}', 400, "fallbacks"),
 ])
 def test_bad_requests(gateway, world, body, status, needle):
     response = httpx.post(f"{gateway.url}/v1/chat/completions", content=body,
@@ -430,3 +436,16 @@ def test_a_claude_stream_cut_short_is_billed_for_the_text_it_streamed(gateway, w
     assert (record.status_code, record.error_type) == (502, "upstream_stream_error")
     assert record.completion_tokens == (len(streamed) + 3) // 4
     assert record.prompt_tokens > 0 and record.cost > 0
+
+
+
+def test_a_routing_rule_name_with_control_characters_cannot_break_the_response(gateway,
+                                                                               world):
+    # Names come from operators; a header value with a control character would make the
+    # server drop the answer after the provider was paid. It is sent with "?" instead.
+    rule = RoutingRuleFactory(name="tab\there", cel_expression="true", scope="global")
+    RoutingTargetFactory(rule=rule, provider=world["openai"], model="gpt-4o-mini")
+    gateway.reload()
+    response = post(gateway, world)
+    assert response.status_code == 200
+    assert response.headers["x-gateway-routing-rule"] == "tab?here"
