@@ -69,7 +69,7 @@ from gateway.proxy.http import (
     send_response,
 )
 from gateway.proxy.resolve import RouteStats, resolve, weighted_order
-from gateway.proxy.sse import SSEParser, parse_event
+from gateway.proxy.sse import MalformedEvent, SSEParser, parse_event
 from governance.engine import Admission, Governor, presented_key
 from governance.ledger import Reservation
 from governance.ledger import Usage as LedgerUsage
@@ -106,7 +106,8 @@ CONTROL_BYTES = bytes(byte if 32 <= byte != 127 else ord("?") for byte in range(
 MAX_FALLBACKS = 10
 NOTHING = Reservation()  # what a request with no limits reserves
 # What ends a stream on the provider's side (anything else that ends one is a bug of ours).
-STREAM_BREAKS = (aiohttp.ClientError, OSError, TimeoutError, translation.TranslationError)
+STREAM_BREAKS = (aiohttp.ClientError, OSError, TimeoutError, translation.TranslationError,
+                 MalformedEvent)
 END_OF_STREAM_WAIT_S = 1.0  # for the last bytes of a stream cut short
 
 
@@ -1075,11 +1076,12 @@ class StreamRelay:
         try:
             payload = orjson.loads(data) if data else {}
         except orjson.JSONDecodeError:
-            self.output.append(raw)
-            return
+            payload = None
         if not isinstance(payload, dict):
-            self.output.append(raw)
-            return
+            # Every event of this stream is parsed (translated, or from Anthropic): one the
+            # client's SDK could not parse either ends it with an error event instead.
+            # (OpenAI streams passed through forward content events unparsed.)
+            raise MalformedEvent(f"an event's data is not a JSON object: {data[:80]!r}")
         if self.anthropic_upstream:
             self._read_anthropic(event or payload.get("type", ""), payload)
         else:

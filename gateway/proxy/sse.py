@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 
+class MalformedEvent(ValueError):
+    """An upstream event whose data is not a JSON object: the provider's stream is broken."""
+
+
 class SSEParser:
     __slots__ = ("_buffer",)
 

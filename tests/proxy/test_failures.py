@@ -449,3 +449,32 @@ def test_a_routing_rule_name_with_control_characters_cannot_break_the_response(g
     response = post(gateway, world)
     assert response.status_code == 200
     assert response.headers["x-gateway-routing-rule"] == "tab?here"
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/anthropic/v1/messages"])
+def test_a_malformed_event_from_claude_ends_the_stream_with_an_error_event(gateway, world,
+                                                                          path):
+    # The stream is translated for the OpenAI client, parsed on the native route: an event
+    # that is not JSON is never passed on raw (the client's SDK would fail to parse it); the
+    # stream ends with an error event in the client's dialect instead, and is recorded.
+    broken = ProviderFactory(name="claude-broken", kind="anthropic",
+                             base_url=world["mock"].url, max_retries=0)
+    ProviderKeyFactory(provider=broken, name="k", plain_value="mock-malformed-chunk_delay_ms-30")
+    ProviderConfigFactory(virtual_key=world["key"], provider=broken, allowed_models=["*"],
+                          allow_all_keys=True, weight=None)
+    gateway.reload()
+    request = {"model": "claude-broken/claude-3-5-haiku-latest", "max_tokens": 100,
+               "stream": True, "messages": [{"role": "user", "content": "hello"}]}
+    with httpx.stream("POST", f"{gateway.url}{path}", json=request, timeout=10,
+                      headers={"authorization": f"Bearer {world['secret']}"}) as response:
+        assert response.status_code == 200
+        text = "".join(response.iter_text())
+    data = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+    parsed = [json.loads(item) for item in data if item != "[DONE]"]  # every one parses
+    last = parsed[-1]
+    assert last["error"]["message"] == "Provider 'claude-broken' stream ended unexpectedly"
+    if path.startswith("/v1"):
+        assert all(item.get("object") == "chat.completion.chunk" for item in parsed[:-1])
+    gateway.flush()
+    [record] = UsageRecord.objects.all()
+    assert (record.status_code, record.error_type) == (502, "upstream_stream_error")
