@@ -845,7 +845,7 @@ class InferenceApp:
                               exchange: Exchange, key: Any, breaker: Any,
                               response: aiohttp.ClientResponse, admission: Admission,
                               index: int, sent_at: float) -> Failure | None:
-        relay = StreamRelay(call, exchange)
+        relay = StreamRelay(call, exchange, candidate.model)
         reader = response.content
         # Read until the first event is ready: failures up to here can still be retried.
         try:
@@ -990,18 +990,19 @@ class StreamRelay:
 
     Pass-through streams forward each upstream event unchanged (the usage-only chunk the
     gateway asked for is dropped when the client did not ask for it); translated streams
-    re-encode every event in the client's dialect.
+    re-encode every event in the client's dialect, naming ``model`` (the model that answers,
+    as a translated non-streaming response does).
     """
 
-    def __init__(self, call: Call, exchange: Exchange) -> None:
+    def __init__(self, call: Call, exchange: Exchange, model: str) -> None:
         self.parser = SSEParser()
         self.anthropic_upstream = exchange.anthropic_upstream
         self.openai_client = call.operation != "messages"
         self.client_wants_usage = call.wants_usage_chunk
         translated = exchange.translated
-        self.to_chat = (translation.MessagesStreamToChat(model=call.body["model"])
+        self.to_chat = (translation.MessagesStreamToChat(model=model)
                         if translated and self.anthropic_upstream else None)
-        self.to_messages = (translation.ChatStreamToMessages(model=call.body["model"])
+        self.to_messages = (translation.ChatStreamToMessages(model=model)
                             if translated and not self.anthropic_upstream else None)
         self.usage: Usage | None = None
         # True once the stream's final usage arrived (OpenAI's usage chunk, Anthropic's

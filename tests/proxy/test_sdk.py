@@ -302,6 +302,9 @@ def test_openai_client_reaches_a_claude_model_through_translation(gateway, world
         DEFAULT_CONTENT
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == \
         (tokens("Hi"), REPLY_TOKENS)
+    # the model that answered, streamed or not (not the "provider/model" string asked for)
+    assert completion.model == "claude-3-5-haiku-latest"
+    assert {chunk.model for chunk in chunks} == {"claude-3-5-haiku-latest"}
 
 
 def test_anthropic_client_reaches_an_openai_model_through_translation(gateway, world):
@@ -312,6 +315,8 @@ def test_anthropic_client_reaches_an_openai_model_through_translation(gateway, w
         with client.messages.stream(model="mock/gpt-4o-mini", max_tokens=30,
                                     messages=[{"role": "user", "content": "Hi"}]) as stream:
             text = "".join(stream.text_stream)
+            streamed = stream.get_final_message()
+    assert message.model == streamed.model == "gpt-4o-mini"  # the model that answered
     assert message.type == "message"
     assert [block.text for block in message.content] == [DEFAULT_CONTENT]
     assert message.stop_reason == "end_turn"  # from stop

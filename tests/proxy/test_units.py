@@ -414,7 +414,7 @@ def _relay(include_usage: bool):
         body["stream_options"] = {"include_usage": True}
     call = Call(scope={}, receive=None, send=None, started=0.0, request_id="r", ledger_id="r",
                 headers={}, operation="chat", dialect="openai", base_headers=[], body=body)
-    return StreamRelay(call, exchange_for("chat", "openai"))
+    return StreamRelay(call, exchange_for("chat", "openai"), "gpt-4o-mini")
 
 
 def _chunk(text: str, usage: object = None) -> bytes:
