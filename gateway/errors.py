@@ -204,6 +204,16 @@ class CorsOriginNotAllowed(GatewayError):
     message = "This origin is not allowed (GATEWAY_CORS_ORIGINS)"
 
 
+class ClientDisconnected(GatewayError):
+    """The client closed its connection before the answer (nginx's 499): what the usage
+    record of such a request says; never sent, there is nobody to send it to."""
+
+    status_code = 499
+    code = "client_disconnected"
+    type = "api_error"
+    message = "The client closed the connection before the answer"
+
+
 class MethodNotAllowed(GatewayError):
     status_code = 405
     code = "method_not_allowed"

@@ -29,6 +29,7 @@ import orjson
 
 from gateway.errors import (
     BadRequest,
+    ClientDisconnected,
     CorsOriginNotAllowed,
     GatewayError,
     InvalidJSON,
@@ -109,6 +110,9 @@ NOTHING = Reservation()  # what a request with no limits reserves
 STREAM_BREAKS = (aiohttp.ClientError, OSError, TimeoutError, translation.TranslationError,
                  MalformedEvent)
 END_OF_STREAM_WAIT_S = 1.0  # for the last bytes of a stream cut short
+# A request still waiting for its provider after this long gets a task that watches for its
+# client leaving (see ClientWatch); shorter ones never pay for one.
+CLIENT_WATCH_DELAY_S = 0.25
 
 
 def _fail(field_name: str, problem: str) -> BadRequest:
@@ -232,6 +236,11 @@ class Call:
     # the provider key it went out with: what a request cut by a server stop is billed for.
     provider_working: bool = False
     provider_key: Any = None
+    # Set when the client left before the answer started (see ClientWatch); ``cancelled``
+    # when the watch cancelled the request's task to stop the provider's work.
+    client_gone: bool = False
+    cancelled_for_client: bool = False
+    watch: ClientWatch | None = None
 
     @property
     def wants_usage_chunk(self) -> bool:
@@ -369,6 +378,12 @@ class InferenceApp:
                 await self._send_error(call, error)
         except ConnectionAbortedError:
             return
+        except asyncio.CancelledError:
+            # The client left and the watch cancelled the provider's work: recorded already,
+            # and there is nobody to answer. Any other cancellation (a server stop) goes on.
+            task = asyncio.current_task()
+            if not call.cancelled_for_client or task is None or task.uncancel() > 0:
+                raise
         finally:
             self.active -= 1
 
@@ -452,8 +467,12 @@ class InferenceApp:
         last: FailedCandidate | None = None
         held = False
         final_index = len(resolution.candidates) - 1
+        call.watch = ClientWatch(call)
         try:
             for index, candidate in enumerate(resolution.candidates):
+                if call.client_gone:  # no further candidate for a client that left
+                    failure = failure or Failure(ClientDisconnected())
+                    break
                 provider = snapshot.providers.get(candidate.provider)
                 if provider is None or not provider.enabled:
                     failure = failure or Failure(NoProviderAvailable(
@@ -500,15 +519,17 @@ class InferenceApp:
                 try:
                     outcome = await self._try_candidate(call, state, candidate, provider, config,
                                                         exchange, upstream_body, admission, index)
-                except asyncio.CancelledError:  # the server stopped waiting for this request
+                except asyncio.CancelledError:  # a server stop, or the client left (ClientWatch)
                     if call.provider_working and not call.response_started:
                         # Cut while the provider worked on it: it bills what it was sent, so the
                         # gateway bills the prompt too (estimated) and records the request.
                         usage = Usage(input_tokens=call.prompt_tokens_estimate)
+                        status, error_type = ((499, "client_disconnected") if call.client_gone
+                                              else (503, "gateway_shutdown"))
                         await self._settle(call, state, candidate, index, call.provider_key,
                                            admission, usage,
                                            self._cost(call, candidate, call.provider_key, usage),
-                                           status=503, error_type="gateway_shutdown")
+                                           status=status, error_type=error_type)
                     else:  # nothing to bill, or already settled (a second release is a no-op)
                         await governor.release(admission)
                     raise
@@ -534,6 +555,8 @@ class InferenceApp:
             if held and last is not None:  # it would have answered: accounted for all the same
                 await self._account_failure(call, state, last, held=True)
             raise
+        finally:
+            call.watch.stop()
         if last is None:
             if denial is not None:
                 raise denial
@@ -620,6 +643,8 @@ class InferenceApp:
         attempt = 0
         last: Failure | None = None  # the latest attempt's failure
         while True:
+            if call.client_gone:  # (during a backoff, or before this candidate's first try)
+                return last or Failure(ClientDisconnected())
             now = state.breakers.clock()
             key = breaker = None
             for option in ordered:
@@ -899,6 +924,8 @@ class InferenceApp:
 
         # One task watches the client; the stream itself is pumped by this request's own
         # task (a second task and asyncio.wait cost more than the rest of a short stream).
+        if call.watch is not None:
+            call.watch.stop()  # this one takes over: one reader of the client at a time
         watcher = asyncio.get_running_loop().create_task(watch())
         stopped: asyncio.CancelledError | None = None
         broken: Exception | None = None
@@ -983,6 +1010,56 @@ class InferenceApp:
         except Exception:  # the client went away or stopped reading
             pass
         return stopped
+
+
+class ClientWatch:
+    """Notices a client that leaves before its answer starts, and stops the provider's work
+    on its request.
+
+    Created for every inference request, it only schedules a timer; a request still waiting
+    after :data:`CLIENT_WATCH_DELAY_S` gets a task that reads the client's next ASGI message
+    (the body was read already: the next one is its disconnect). Then ``client_gone`` is set
+    and, while the provider works on the request, the request's task is cancelled: aiohttp
+    closes the upstream connection, and the request is recorded as 499 with its prompt
+    billed (providers bill a request they received). Between attempts the flag alone stops
+    the retries and fallbacks. A stream's own watcher takes over once its answer starts.
+    """
+
+    __slots__ = ("call", "task", "timer", "watcher")
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.task = asyncio.current_task()
+        self.watcher: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            CLIENT_WATCH_DELAY_S, self._start)
+
+    def _start(self) -> None:
+        self.timer = None
+        self.watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        call = self.call
+        try:
+            while (await call.receive())["type"] != "http.disconnect":
+                pass
+        except Exception:  # the server's receive failed: nothing to watch
+            logger.exception("watching the client of %s failed", call.request_id)
+            return
+        if call.response_started:
+            return
+        call.client_gone = True
+        if call.provider_working and self.task is not None:
+            call.cancelled_for_client = True
+            self.task.cancel()
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.watcher is not None:
+            self.watcher.cancel()
+            self.watcher = None
 
 
 class StreamRelay:

@@ -478,3 +478,56 @@ def test_a_malformed_event_from_claude_ends_the_stream_with_an_error_event(gatew
     gateway.flush()
     [record] = UsageRecord.objects.all()
     assert (record.status_code, record.error_type) == (502, "upstream_stream_error")
+
+
+def _leave_after(gateway, world, body, seconds):
+    """Send ``body`` to /v1/chat/completions on a raw socket and close it after ``seconds``
+    without reading the answer."""
+    import socket
+
+    payload = json.dumps(body).encode()
+    with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\n"
+                     b"authorization: Bearer " + world["secret"].encode() + b"\r\n"
+                     b"content-type: application/json\r\n"
+                     b"content-length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        time.sleep(seconds)
+
+
+def _wait_for(condition, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_while_the_provider_works_cancels_it_and_is_billed_the_prompt(
+        gateway, world, stream):
+    # Non-streaming, or a stream whose first byte has not come: the provider's work is
+    # cancelled (the mock sees the gateway hang up), the request is recorded as 499 with its
+    # prompt billed, and the admission is settled: the key's one concurrency slot is free.
+    VirtualKey.objects.filter(pk=world["key"].pk).update(max_concurrent_requests=1)
+    gateway.reload()
+    controls = {"first_byte_delay_ms": 4000} if stream else {"delay_ms": 4000}
+    started = time.monotonic()
+    _leave_after(gateway, world, {**with_mock(**controls), "stream": stream}, 0.5)
+    assert _wait_for(lambda: upstream_calls(world) and upstream_calls(world)[-1].disconnected)
+    assert time.monotonic() - started < 3  # well before the provider would have answered
+    assert _wait_for(lambda: gateway.inference.active == 0)
+    gateway.flush()
+    [record] = UsageRecord.objects.all()
+    assert (record.status_code, record.error_type) == (499, "client_disconnected")
+    assert record.prompt_tokens > 0 and record.completion_tokens == 0 and record.cost > 0
+    assert len(upstream_calls(world)) == 1
+    assert post(gateway, world).status_code == 200  # the slot is free; the server serves on
+
+
+def test_a_client_that_leaves_during_a_backoff_gets_no_further_attempt(gateway, world):
+    set_provider(gateway, "mock", max_retries=3, backoff_initial_ms=1500, backoff_max_ms=1500)
+    _leave_after(gateway, world, with_mock(status=503), 0.4)
+    assert _wait_for(lambda: gateway.inference.active == 0, seconds=4)
+    assert len(upstream_calls(world)) == 1  # the retries (and fallbacks) were dropped
+    gateway.flush()
+    [record] = UsageRecord.objects.all()  # the attempt that reached the provider
+    assert record.status_code == 502
