@@ -29,6 +29,7 @@ from routing.engine import Outcome
 from routing.evaluation import SCOPE_LABELS, evaluate_request
 from routing.forms import FIELDSETS, TryRoutingForm
 from routing.models import SCOPE_FIELDS, RoutingRule, RoutingScope, RoutingTarget
+from routing.validators import validate_fallback_providers, validate_fallbacks
 
 WEIGHT_TOLERANCE = 0.001
 OWNER_FIELDS = ("team", "customer", "virtual_key")
@@ -46,6 +47,13 @@ class RoutingRuleForm(GatewayAdminForm):
             }),
             "fallbacks": forms.Textarea(attrs={"rows": 2, "cols": 60}),
         }
+
+    def clean_fallbacks(self) -> Any:
+        value = self.cleaned_data.get("fallbacks")
+        if value:  # (the model field's validators run later, after this method)
+            validate_fallbacks(value)
+            validate_fallback_providers(value)
+        return value
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()

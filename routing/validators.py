@@ -35,5 +35,25 @@ def validate_fallbacks(value: object) -> None:
     for entry in value:
         if not isinstance(entry, str) or not FALLBACK_PATTERN.fullmatch(entry):
             raise ValidationError(
-                f"invalid fallback {entry!r}: use provider/model or provider", code="invalid_value"
-            )
+                f"invalid fallback {_shown(entry)}: use provider/model or provider",
+                code="invalid_value")
+
+
+def validate_fallback_providers(value: list[str]) -> None:
+    """Every fallback names a provider that exists (the shape checked already)."""
+    from gateway.models import Provider
+
+    names = {entry.split("/", 1)[0] for entry in value}
+    known = set(Provider.objects.filter(name__in=names).values_list("name", flat=True))
+    for entry in value:
+        name = entry.split("/", 1)[0]
+        if name not in known:
+            raise ValidationError(
+                f"invalid fallback {_shown(entry)}: unknown provider {_shown(name)}",
+                code="invalid_value")
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``value`` as an error message quotes it: a very long one is cut."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

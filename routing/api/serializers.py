@@ -13,6 +13,7 @@ import math
 import uuid
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from gateway.api.fields import (
@@ -181,14 +182,10 @@ class _RoutingRuleFields(serializers.Serializer):
     def validate_fallbacks(self, value: list[str] | None) -> list[str] | None:
         if value is None:
             return None
-        names = {entry.split("/", 1)[0] for entry in value}
-        known = set(Provider.objects.filter(name__in=names).values_list("name", flat=True))
-        for entry in value:
-            name = entry.split("/", 1)[0]
-            if name not in known:
-                raise serializers.ValidationError(
-                    f"invalid fallback {entry!r}: unknown provider {name!r}"
-                )
+        try:
+            rule_validators.validate_fallback_providers(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
         return value
 
     def validate_query(self, value: Any) -> Any:

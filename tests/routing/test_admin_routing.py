@@ -88,10 +88,10 @@ def test_a_valid_rule_with_targets_is_created_and_audited(admin_client_logged_in
     key = ProviderKeyFactory(provider=azure)
     response = post_rule(admin_client_logged_in, target(0, openai, "gpt-4o", "0.7"),
                          target(1, azure, "gpt-4o", "0.3", key=key),
-                         fallbacks='["openai/gpt-4o-mini"]')
+                         fallbacks=f'["{openai.name}/gpt-4o-mini"]')
     assert response.status_code == 302
     rule = RoutingRule.objects.get()
-    assert rule.fallbacks == ["openai/gpt-4o-mini"]
+    assert rule.fallbacks == [f"{openai.name}/gpt-4o-mini"]
     assert [(t.provider, t.weight, t.position) for t in rule.targets.all()] == [
         (openai, 0.7, 0), (azure, 0.3, 1)]
     assert events() == [("create", "routingrule"), ("create", "routingtarget"),
@@ -110,6 +110,10 @@ def test_a_valid_rule_with_targets_is_created_and_audited(admin_client_logged_in
                  id="bad-entry"),
     pytest.param('"openai"', "must be a list of provider/model strings", id="not-a-list"),
     pytest.param("[oops", "Enter a valid JSON.", id="not-json"),
+    pytest.param('["nope/gpt"]', "invalid fallback &#x27;nope/gpt&#x27;: unknown provider "
+                 "&#x27;nope&#x27;", id="unknown-provider"),  # as the API says it
+    pytest.param('["a' + "x" * 10_000 + '"]', "invalid fallback &#x27;a" + "x" * 78 + "...",
+                 id="long-entry-cut-in-the-message"),
 ])
 def test_invalid_fallbacks_show_the_shared_message(admin_client_logged_in, fallbacks, message):
     response = post_rule(admin_client_logged_in, target(0, ProviderFactory()),
