@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+
 from pricing.cost import Usage
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -200,4 +202,33 @@ def _text_length(value: Any, depth: int) -> int:
         for name, item in value.items():  # a message has few fields: cheaper than a lookup each
             if name in TEXT_FIELDS:
                 total += _text_length(item, depth + 1)
+    return total
+
+
+def answer_length(data: Mapping[str, Any]) -> int:
+    """Characters of generated output in a non-streaming answer (OpenAI chat or completion
+    choices, Anthropic content blocks), tool call arguments included: what a response
+    without usage is billed for, as a stream without usage is."""
+    total = 0
+    choices = data.get("choices")
+    if isinstance(choices, list):
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            message = choice.get("message")
+            if isinstance(message, dict):
+                total += _text_length(message.get("content"), 1)
+                for call in message.get("tool_calls") or ():
+                    function = call.get("function") if isinstance(call, dict) else None
+                    if isinstance(function, dict):
+                        total += _text_length(function.get("arguments"), 1)
+            total += _text_length(choice.get("text"), 1)
+    blocks = data.get("content")
+    if isinstance(blocks, list):
+        for block in blocks:
+            if not isinstance(block, dict):
+                continue
+            total += _text_length(block.get("text"), 1) + _text_length(block.get("thinking"), 1)
+            if block.get("type") == "tool_use":
+                total += len(orjson.dumps(block.get("input")))
     return total

@@ -46,6 +46,7 @@ from gateway.proxy import translation
 from gateway.proxy.adapters import (
     Exchange,
     UnsupportedOperation,
+    answer_length,
     anthropic_usage,
     estimate_tokens,
     exchange_for,
@@ -788,6 +789,11 @@ class InferenceApp:
             if exchange.translated:
                 payload = orjson.dumps(translation.chat_to_messages_response(
                     data, model=candidate.model))
+        if usage is None or not (usage.input_tokens or usage.output_tokens):
+            # No usage from the provider: estimated (prompt and answer, 4 characters a
+            # token) as for a stream without it, so limits and budgets still count it.
+            usage = Usage(input_tokens=call.prompt_tokens_estimate,
+                          output_tokens=estimate_tokens(answer_length(data)))
         cost = self._cost(call, candidate, key, usage)
         headers = self._raw_headers(call, state, candidate, index, admission)
         headers.append((b"x-gateway-cost-usd", dollars_text(cost[0]).encode()))

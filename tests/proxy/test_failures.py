@@ -531,3 +531,30 @@ def test_a_client_that_leaves_during_a_backoff_gets_no_further_attempt(gateway, 
     gateway.flush()
     [record] = UsageRecord.objects.all()  # the attempt that reached the provider
     assert record.status_code == 502
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/chat/completions", CHAT),
+    ("/v1/completions", {"model": "mock/gpt-3.5-turbo-instruct", "prompt": "hello"}),
+    ("/anthropic/v1/messages", {"model": "claude/claude-3-5-haiku-latest", "max_tokens": 50,
+                                "messages": [{"role": "user", "content": "hello"}]}),
+])
+def test_an_answer_without_usage_is_billed_on_estimates_and_counts_against_limits(
+        gateway, world, path, body):
+    # A provider that omits usage must not make requests free: prompt and answer are
+    # estimated at 4 characters a token (as the mock counts them), priced, and counted.
+    from decimal import Decimal
+
+    from bench.mock_upstream import DEFAULT_CONTENT
+    from tests.factories import BudgetFactory
+
+    BudgetFactory(virtual_key=world["key"], max_limit=Decimal("0.000001"), reset_duration="1d")
+    gateway.reload()
+    response = post(gateway, world, {**body, "mock": {"no_usage": True}}, path=path)
+    assert response.status_code == 200
+    assert "usage" not in response.json()
+    assert float(response.headers["x-gateway-cost-usd"]) > 0.000001
+    assert post(gateway, world, body, path=path).status_code == 402  # the budget counted it
+    gateway.flush()
+    [record] = UsageRecord.objects.filter(status_code=200)
+    assert (record.prompt_tokens, record.completion_tokens) == (2, -(-len(DEFAULT_CONTENT) // 4))

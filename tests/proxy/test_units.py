@@ -14,7 +14,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway import errors
-from gateway.proxy.adapters import USER_AGENT, openai_usage, prompt_length, upstream_request
+from gateway.proxy.adapters import (
+    USER_AGENT,
+    answer_length,
+    openai_usage,
+    prompt_length,
+    upstream_request,
+)
 from gateway.proxy.app import backoff_seconds, dollars_text, parse_body
 from gateway.proxy.breaker import Breaker, State
 from gateway.proxy.http import REQUEST_ID, Cors, RequestIds, forwarded_headers, request_id_from
@@ -458,3 +464,20 @@ def test_uncounted_stream_text_is_bounded_in_memory():
         relay.feed(event)
         assert relay._uncounted_bytes <= UNCOUNTED_MAX_BYTES
     assert relay.usage_or_estimate(0).output_tokens == (count * 1000 + 3) // 4
+
+
+@pytest.mark.parametrize(("data", "length"), [
+    ({"choices": [{"message": {"role": "assistant", "content": "abcd"}}]}, 4),
+    ({"choices": [{"message": {"content": None, "tool_calls": [
+        {"type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}]}}]}, 7),
+    ({"choices": [{"message": {"content": [{"type": "text", "text": "ab"}]}},
+                  {"message": {"content": "cde"}}]}, 5),  # parts, and n > 1
+    ({"choices": [{"text": "completion"}]}, 10),
+    ({"content": [{"type": "text", "text": "hi"}, {"type": "thinking", "thinking": "hmm"},
+                  {"type": "tool_use", "id": "t", "name": "f", "input": {"a": 1}}]}, 2 + 3 + 7),
+    ({"data": [{"embedding": [0.1, 0.2]}]}, 0),  # embeddings generate no text
+    ({"choices": "nonsense", "content": 5}, 0),
+    ({"choices": [None, 3, {"message": "x"}]}, 0),
+])
+def test_answer_length_counts_generated_text_and_tool_arguments(data, length):
+    assert answer_length(data) == length
