@@ -37,6 +37,7 @@ from governance.snapshot import Snapshot, build_snapshot, iter_limits
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 2.0
+UNKNOWN_VERSION = -1  # a snapshot built while the config version could not be read
 RESETS_INTERVAL_S = 10.0
 RETENTION_INTERVAL_S = 60.0
 USAGE_VIEW_INTERVAL_S = 1.0
@@ -117,7 +118,17 @@ class GovernanceRuntime:
     async def refresh(self, *, force: bool = False) -> bool:
         """Rebuild the snapshot if the config version moved; True when swapped."""
         async with self._rebuild_lock:
-            version = await self._version()
+            try:
+                version = await self._version()
+            except Exception as exc:
+                if self.snapshot is not None:
+                    raise  # keep serving the snapshot there is
+                # Starting while Redis is down: serve what the database holds (the ledger's
+                # fail mode decides about admits); the first version read once Redis is
+                # back differs from this one and rebuilds the snapshot.
+                logger.warning("config version unreadable (%s); building the snapshot from "
+                               "the database, again once Redis answers", exc)
+                version = UNKNOWN_VERSION
             if not force and self.snapshot is not None and self.snapshot.version == version:
                 return False
             snapshot = await asyncio.to_thread(_build_snapshot, version)
@@ -129,7 +140,8 @@ class GovernanceRuntime:
             return True
 
     async def _poll_loop(self) -> None:
-        failing = False
+        # (a start while Redis was down said so already)
+        failing = self.snapshot is not None and self.snapshot.version == UNKNOWN_VERSION
         while True:
             await asyncio.sleep(self.poll_s)
             try:

@@ -140,3 +140,33 @@ async def test_the_usage_view_loop_writes_what_the_ledger_outage_log_held_back(m
         loop.cancel()
     assert [record.getMessage() for record in caplog.records] == [
         "refusing r0", "refusing r2 (the last of 2 like it in 11 s)"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_start_while_redis_is_down_serves_the_database_and_catches_up_after(caplog):
+    """The config version lives in Redis in production: a worker starting during an outage
+    builds its snapshot from the database anyway (the ledger's fail mode decides about
+    admits), and rebuilds it at the first version read once Redis answers."""
+    import redis
+
+    from governance.runtime import UNKNOWN_VERSION
+
+    class FlakyRedis:
+        down = True
+
+        async def get(self, key):
+            if self.down:
+                raise redis.ConnectionError("Connection refused")
+            return b"7"
+
+    client = FlakyRedis()
+    runtime = GovernanceRuntime(ledger=MemoryLedger(), sink=MemorySink(), embedded=False,
+                                redis_client=client)
+    await runtime.refresh(force=True)
+    assert runtime.snapshot.version == UNKNOWN_VERSION
+    assert "config version unreadable" in caplog.text
+    with pytest.raises(redis.ConnectionError):  # later failures keep the snapshot there is
+        await runtime.refresh()
+    client.down = False
+    assert await runtime.refresh() is True
+    assert runtime.snapshot.version == 7
