@@ -170,3 +170,27 @@ async def test_a_start_while_redis_is_down_serves_the_database_and_catches_up_af
     client.down = False
     assert await runtime.refresh() is True
     assert runtime.snapshot.version == 7
+
+
+async def test_a_stop_with_redis_unreachable_says_how_many_usage_events_are_lost(caplog):
+    import redis
+
+    from governance.sink import RedisStreamSink, UsageEvent
+
+    class Down:
+        async def execute_many(self, commands):
+            raise redis.ConnectionError("Connection refused")
+
+        async def aclose(self):
+            pass
+
+    sink = RedisStreamSink(None, multiplexer=Down())
+    runtime = GovernanceRuntime(ledger=MemoryLedger(), sink=sink, embedded=False)
+    for index in range(3):
+        await sink.emit(UsageEvent(request_id=f"r{index}", created_at=1.0, provider="p",
+                                   requested_model="m", resolved_model="m",
+                                   request_type="chat_completion", status_code=200))
+    caplog.set_level("ERROR", logger="governance.runtime")
+    await runtime.stop()
+    assert "stopping with 3 usage event(s) that could not be sent to Redis; they are lost" \
+        in caplog.text
