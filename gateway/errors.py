@@ -204,6 +204,11 @@ class CorsOriginNotAllowed(GatewayError):
     message = "This origin is not allowed (GATEWAY_CORS_ORIGINS)"
 
 
+class GatewayStopping(ServiceUnavailable):
+    code = "gateway_shutdown"
+    message = "The gateway is stopping and could not finish this request; retry it"
+
+
 class ClientDisconnected(GatewayError):
     """The client closed its connection before the answer (nginx's 499): what the usage
     record of such a request says; never sent, there is nobody to send it to."""

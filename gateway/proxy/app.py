@@ -32,6 +32,7 @@ from gateway.errors import (
     ClientDisconnected,
     CorsOriginNotAllowed,
     GatewayError,
+    GatewayStopping,
     InvalidJSON,
     LimitExceeded,
     MethodNotAllowed,
@@ -381,9 +382,14 @@ class InferenceApp:
             return
         except asyncio.CancelledError:
             # The client left and the watch cancelled the provider's work: recorded already,
-            # and there is nobody to answer. Any other cancellation (a server stop) goes on.
+            # and there is nobody to answer. Any other cancellation (a server stop) goes on,
+            # once the client knows why (the server would answer a bare 500).
             task = asyncio.current_task()
             if not call.cancelled_for_client or task is None or task.uncancel() > 0:
+                if not call.response_started:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(END_OF_STREAM_WAIT_S):
+                            await self._send_error(call, GatewayStopping())
                 raise
         finally:
             self.active -= 1
