@@ -237,11 +237,12 @@ class Gateway(Process):
     """``manage.py serve --port P``: admin, management API and inference on one port."""
 
     def __init__(self, name: str, env: dict[str, str], log_dir: Path,
-                 port: int | None = None) -> None:
+                 port: int | None = None, workers: int = 1) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(name, [PYTHON, "manage.py", "serve", "--host", "127.0.0.1",
-                                "--port", str(self.port)], env, log_dir / f"{name}.log")
+                                "--port", str(self.port), "--workers", str(workers)],
+                         env, log_dir / f"{name}.log")
 
     def wait_ready(self, timeout: float = 40) -> Gateway:
         """Until the port answers HTTP (uvicorn binds after the lifespan startup)."""
@@ -313,8 +314,9 @@ class Processes:
         self.started.append(process)
         return process.start()
 
-    def gateway(self, name: str, env: dict[str, str], port: int | None = None) -> Gateway:
-        return self.add(Gateway(name, env, self.log_dir, port))
+    def gateway(self, name: str, env: dict[str, str], port: int | None = None,
+                workers: int = 1) -> Gateway:
+        return self.add(Gateway(name, env, self.log_dir, port, workers))
 
     def celery(self, name: str, env: dict[str, str]) -> CeleryWorker:
         return self.add(CeleryWorker(name, env, self.log_dir))

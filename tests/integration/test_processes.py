@@ -307,6 +307,41 @@ def test_graceful_stop_in_embedded_mode_loses_no_usage(
     assert report["rate_limit"]["request_current_usage"] == 20
 
 
+@pytest.mark.redis
+def test_a_stopping_multi_worker_server_refuses_new_connections_and_drains_the_rest(
+        redis_db: Any, mock: MockUpstream, procs: Processes, databases: Databases,
+        tmp_path: Path) -> None:
+    """``serve --workers 2``: after SIGTERM a new connection is refused at once (before, the
+    supervisor's copy of the listening socket kept accepting connections nobody served,
+    which hung for the whole drain), and the request in flight is answered."""
+    redis_url, _client = redis_db(12)
+    state = _state(tmp_path, "workers")
+    env = child_env(state, databases.copy(state), redis_url=redis_url,
+                    GATEWAY_LEDGER_KEY_PREFIX=f"proc-{uuid.uuid4().hex[:8]}")
+    server = procs.gateway("two-workers", env, workers=2).wait_ready(timeout=60)
+    with Admin(server.url, databases.token) as admin:
+        admin.mock_provider(mock.url)
+        key = admin.virtual_key("draining")
+    wait_for_key(server.url, key)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(httpx.post, f"{server.url}{CHAT}", json=chat_body(delay_ms=3000),
+                           headers=_auth(key), timeout=20)
+        deadline = time.monotonic() + 10
+        while not mock.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert mock.requests, "the slow request never reached the upstream"
+        server.signal(signal.SIGTERM)
+        time.sleep(1.0)  # the workers got the signal and closed their listeners
+        started = time.monotonic()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{server.url}/v1/models", timeout=5)
+        assert time.monotonic() - started < 1
+        answered = slow.result(timeout=20)
+    assert answered.status_code == 200, answered.text
+    assert server.wait(timeout=30) in (0, -signal.SIGTERM), server.log()
+
+
 # -- 4. Redis down -------------------------------------------------------------------------------
 
 
