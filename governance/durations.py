@@ -45,9 +45,9 @@ DURATION_HELP = (
     "yearly"
 )
 
-_SIMPLE = re.compile(r"(\d+(?:\.\d+)?)([smhdwMQY])")
-_COMPOSITE_PART = re.compile(r"(\d+(?:\.\d+)?)([hms])")
-_COMPOSITE = re.compile(r"(?:\d+(?:\.\d+)?[hms])+")
+_SIMPLE = re.compile(r"(\d+(?:\.\d+)?)([smhdwMQY])", re.ASCII)
+_COMPOSITE_PART = re.compile(r"(\d+(?:\.\d+)?)([hms])", re.ASCII)
+_COMPOSITE = re.compile(r"(?:\d+(?:\.\d+)?[hms])+", re.ASCII)
 _EPOCH_MONDAY = datetime(1970, 1, 5, tzinfo=UTC)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -41,7 +41,8 @@ def test_valid_durations(text, seconds, unit):
 @pytest.mark.parametrize(
     "text",
     ["", " ", "0s", "0d", "-1h", "+1h", "1", "1.5M", "1.5Q", "1d12h", "h", "1x", "1 h",
-     "0.5s", "1ms", "1e3s", "101Y", "nan", None, 5, 1.5, [], {}],
+     "0.5s", "1ms", "1e3s", "101Y", "nan", None, 5, 1.5, [], {},
+     "\u0663d", "\uff11d", "1\u0660m", "1h\u0663\u0660m"],  # digits other than ASCII ones
 )
 def test_invalid_durations_share_one_message(text):
     with pytest.raises(InvalidDuration) as error:
