@@ -13,10 +13,11 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ERROR_FLAG
 from django.contrib.admin.widgets import AutocompleteSelect, AutocompleteSelectMultiple
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
@@ -256,6 +257,18 @@ class AuditedModelAdmin(SafeAutocompleteMixin, admin.ModelAdmin):
 
 class ReadOnlyModelAdmin(admin.ModelAdmin):
     """Viewable by staff; nobody adds, changes or deletes through the admin."""
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        """A date drill-down (``date_hierarchy``) to a year, month or day that is not a
+        small number goes back to the list with Django's "invalid lookup" flag, as a bad
+        filter does: Django itself failed with a 500 on a year too large for a date."""
+        if self.date_hierarchy:
+            for part in ("year", "month", "day"):
+                value = request.GET.get(f"{self.date_hierarchy}__{part}")
+                if value is not None and not (value.isascii() and value.isdigit()
+                                              and 1 <= int(value) <= 9999):
+                    return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
+        return super().changelist_view(request, extra_context)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.is_active and request.user.is_staff)

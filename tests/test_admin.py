@@ -450,3 +450,20 @@ def test_staff_without_permissions_cannot_write(client, django_user_model):
     assert client.post(admin_url(VirtualKey, "rotate", key.pk)).status_code == 403
     assert client.get(admin_url(VirtualKey, "add")).status_code == 403
     assert not AuditEvent.objects.exists()
+
+
+@pytest.mark.parametrize(("model", "field"), [
+    (UsageRecord, "created_at"), (UsageRollup, "day"), (AuditEvent, "created_at")])
+@pytest.mark.parametrize("query", [
+    {"__year": "99999999999999999999999"}, {"__year": "0"}, {"__year": "2026", "__month": "13x"},
+    {"__year": "2026", "__month": "11", "__day": "-1"}, {"__year": "\u0662\u0660\u0662\u0666"},
+])
+def test_a_date_drill_down_out_of_range_is_the_invalid_lookup_flag_not_a_500(
+        admin_client_logged_in, model, field, query):
+    params = {f"{field}{suffix}": value for suffix, value in query.items()}
+    response = admin_client_logged_in.get(admin_url(model, "changelist"), params)
+    assert response.status_code == 302
+    assert response["location"].endswith("?e=1")
+    # and a good one still works
+    assert admin_client_logged_in.get(admin_url(model, "changelist"),
+                                      {f"{field}__year": "2026"}).status_code == 200
