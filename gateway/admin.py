@@ -136,6 +136,10 @@ class ModelAliasRouteInline(AuditedInlineMixin, admin.TabularInline):
     fields = ("provider", "model", "weight", "priority")
     autocomplete_fields = ("provider",)
     extra = 0
+    min_num = 1  # an alias routes somewhere, as the API requires
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        return super().get_formset(request, obj, validate_min=True, **kwargs)
 
 
 @admin.register(ModelAlias)

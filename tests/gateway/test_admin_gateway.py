@@ -156,6 +156,15 @@ def test_model_alias_routes_are_audited(admin_client_logged_in):
     assert f"{provider.name}/gpt-4o-mini ×2" in listing
 
 
+def test_a_model_alias_needs_a_route(admin_client_logged_in):
+    response = admin_client_logged_in.post(admin_url(ModelAlias, "add"), {
+        "name": "nowhere", "description": "", "strategy": "weighted", "is_enabled": "on",
+        **management("routes", total=0)})
+    assert response.status_code == 200
+    assert "Please submit at least 1 form" in response.text
+    assert not ModelAlias.objects.exists()
+
+
 def test_adding_an_admin_token_shows_it_once(admin_client_logged_in, staff_user):
     response = admin_client_logged_in.post(admin_url(AdminToken, "add"), {
         "user": str(staff_user.pk), "name": "ci", "expires_at_0": "", "expires_at_1": ""})
