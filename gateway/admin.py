@@ -46,6 +46,20 @@ ADMIN_TOKEN_PREFIX_LENGTH = 10
 
 # --- providers and their keys -----------------------------------------------------------------
 
+class WriteOnlyInput(forms.PasswordInput):
+    """A password field that never sends a value back to the browser, and says so: when a
+    form comes back with an error, a value typed in it is gone, and the empty field asks for
+    it again (before, it sat empty and the next save failed with "is required")."""
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__(attrs, render_value=False)
+
+    def get_context(self, name: str, value: Any, attrs: dict[str, Any] | None) -> dict[str, Any]:
+        if value:
+            attrs = {**(attrs or {}), "placeholder": "Enter it again: not sent back"}
+        return super().get_context(name, value, attrs)
+
+
 class ProviderKeyForm(GatewayAdminForm):
     """The key value is write-only: never rendered, required on add, empty keeps it."""
 
@@ -53,7 +67,7 @@ class ProviderKeyForm(GatewayAdminForm):
         label="API key value",
         required=False,
         max_length=4096,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        widget=WriteOnlyInput(attrs={"autocomplete": "new-password"}),
         help_text="Write-only and stored encrypted. Leave empty to keep the current value.",
     )
 

@@ -74,6 +74,20 @@ def test_provider_key_value_is_encrypted_and_never_rendered(admin_client_logged_
     assert all(PLAIN not in str(s.get_decoded()) for s in Session.objects.all())
 
 
+def test_a_typed_key_value_lost_to_an_error_elsewhere_is_asked_for_again(
+        admin_client_logged_in):
+    # The value is never sent back to the browser, not even the one just typed; the field
+    # says it must be entered again instead of sitting empty until the next save fails.
+    failed = admin_client_logged_in.post(admin_url(Provider, "add"), provider_form(
+        connect_timeout_ms="-1", **management("keys", total=1), **key_row(0, "primary", PLAIN)))
+    assert failed.status_code == 200 and not Provider.objects.exists()
+    assert PLAIN not in failed.text
+    field = re.search(r'<input[^>]*name="keys-0-value"[^>]*>', failed.text).group(0)
+    assert 'placeholder="Enter it again: not sent back"' in field and "value=" not in field
+    fresh = admin_client_logged_in.get(admin_url(Provider, "add")).text
+    assert "Enter it again" not in fresh
+
+
 def test_provider_key_value_is_required_on_add_and_kept_when_empty(admin_client_logged_in):
     missing = admin_client_logged_in.post(admin_url(Provider, "add"), provider_form(
         **management("keys", total=1), **key_row(0, "primary", "")))
