@@ -71,8 +71,28 @@ def keys_listing(keys: models.QuerySet[VirtualKey]) -> str:
 
 # --- customers and teams --------------------------------------------------------------------
 
+class DetachesOnDeleteMixin:
+    """The delete confirmation lists what stays but is detached (teams and virtual keys of
+    a deleted customer, keys of a deleted team): they keep working without the deleted
+    owner's budgets, rate limits and routing rules, which Django's page would not say."""
+
+    detached: tuple[tuple[str, str], ...] = ()  # (related name, label)
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(  # type: ignore[misc]
+            objs, request)
+        for owner in objs:
+            for related, label in self.detached:
+                deleted.extend(
+                    f"{label} “{item}” stays, detached: the budgets, rate limits and "
+                    f"routing rules of “{owner}” no longer apply to it"
+                    for item in getattr(owner, related).order_by("name"))
+        return deleted, counts, perms_needed, protected
+
+
 @admin.register(Customer)
-class CustomerAdmin(LimitOwnerAdmin):
+class CustomerAdmin(DetachesOnDeleteMixin, LimitOwnerAdmin):
+    detached = (("teams", "Team"), ("virtual_keys", "Virtual key"))
     owner_kind = "customer"
     list_display = ("name", "team_count", "key_count", "budgets_column", "rate_limit_column",
                     "created_at")
@@ -104,7 +124,8 @@ class CustomerAdmin(LimitOwnerAdmin):
 
 
 @admin.register(Team)
-class TeamAdmin(LimitOwnerAdmin):
+class TeamAdmin(DetachesOnDeleteMixin, LimitOwnerAdmin):
+    detached = (("virtual_keys", "Virtual key"),)
     owner_kind = "team"
     list_display = ("name", "customer", "key_count", "budgets_column", "rate_limit_column",
                     "created_at")

@@ -533,3 +533,26 @@ def test_budget_admin_refuses_a_second_budget_for_one_window(admin_client_logged
     assert "duplicate reset_duration 1d" in response.text
     weekly.refresh_from_db()
     assert weekly.reset_duration == "1w"
+
+
+def test_deleting_a_team_or_customer_says_which_teams_and_keys_stay_detached(
+        admin_client_logged_in):
+    customer = CustomerFactory(name="acme")
+    team = TeamFactory(name="research", customer=customer)
+    key = VirtualKeyFactory(name="<b>prod</b>", team=team)
+    direct = VirtualKeyFactory(name="billing", customer=customer, team=None)
+    page = admin_client_logged_in.get(admin_url(Team, "delete", team.pk)).text
+    assert ("Virtual key “&lt;b&gt;prod&lt;/b&gt;” stays, detached: the budgets, rate limits "
+            "and routing rules of “research” no longer apply to it") in page
+    page = admin_client_logged_in.get(admin_url(Customer, "delete", customer.pk)).text
+    assert "Team “research” stays, detached" in page
+    assert "Virtual key “billing” stays, detached" in page
+    bulk = admin_client_logged_in.post(admin_url(Team, "changelist"), {
+        "action": "delete_selected", "_selected_action": [str(team.pk)]}).text
+    assert "Virtual key “&lt;b&gt;prod&lt;/b&gt;” stays, detached" in bulk
+
+    assert admin_client_logged_in.post(admin_url(Team, "delete", team.pk),
+                                       {"post": "yes"}).status_code == 302
+    key.refresh_from_db()
+    direct.refresh_from_db()
+    assert key.team is None and direct.customer == customer  # kept, detached from the team
