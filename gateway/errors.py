@@ -224,3 +224,7 @@ class MethodNotAllowed(GatewayError):
     code = "method_not_allowed"
     type = "invalid_request_error"
     message = "Method not allowed"
+
+    def __init__(self, message: str | None = None, *, allow: str = "") -> None:
+        super().__init__(message)
+        self.allow = allow  # the Allow header's value: the methods the resource takes

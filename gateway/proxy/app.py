@@ -369,11 +369,11 @@ class InferenceApp:
                 raise GatewayError("The gateway is starting; try again shortly")
             if call.operation == "models":
                 if scope["method"] != "GET":
-                    raise MethodNotAllowed(f"{path} accepts GET")
+                    raise MethodNotAllowed(f"{path} accepts GET", allow="GET, OPTIONS")
                 await self._models(call, state)
             else:
                 if scope["method"] != "POST":
-                    raise MethodNotAllowed(f"{path} accepts POST")
+                    raise MethodNotAllowed(f"{path} accepts POST", allow="POST, OPTIONS")
                 await self._infer(call, state)
         except GatewayError as error:
             if not call.response_started:

@@ -136,6 +136,9 @@ def _param(error: GatewayError) -> str | None:
 
 def error_headers(error: GatewayError) -> list[tuple[str, str]]:
     headers = [("x-gateway-error", error.code)]
+    allow = getattr(error, "allow", "")
+    if allow:  # a 405 says what the resource takes (RFC 9110, 15.5.6)
+        headers.append(("allow", allow))
     if isinstance(error, LimitExceeded) or error.status_code in (429, 503):
         seconds = getattr(error, "retry_after_seconds", 1.0) or 1.0
         headers.append(("retry-after", str(max(math.ceil(seconds), 1))))

@@ -283,16 +283,18 @@ def test_oversized_body_is_413(gateway, world):
     assert response.json()["error"]["code"] == "payload_too_large"
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [
-    ("GET", "/v1/chat/completions", 405),
-    ("POST", "/v1/models", 405),
-    ("POST", "/v1/unknown", 404),
-    ("POST", "/anthropic/v1/unknown", 404),
+@pytest.mark.parametrize(("method", "path", "status", "allow"), [
+    ("GET", "/v1/chat/completions", 405, "POST, OPTIONS"),
+    ("DELETE", "/anthropic/v1/messages", 405, "POST, OPTIONS"),
+    ("POST", "/v1/models", 405, "GET, OPTIONS"),
+    ("POST", "/v1/unknown", 404, None),
+    ("POST", "/anthropic/v1/unknown", 404, None),
 ])
-def test_wrong_routes(gateway, world, method, path, status):
+def test_wrong_routes(gateway, world, method, path, status, allow):
     response = httpx.request(method, f"{gateway.url}{path}",
                              headers={"authorization": f"Bearer {world['secret']}"})
     assert response.status_code == status
+    assert response.headers.get("allow") == allow  # a 405 says what the route takes
 
 
 def test_cors_preflight_and_headers(gateway, world, settings):
