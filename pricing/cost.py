@@ -335,11 +335,14 @@ class Pricer:
         return self._catalog_providers.get(provider)
 
     def catalog_model_ids(self, provider: str) -> list[str]:
-        """Model ids the catalog prices for gateway provider ``provider`` (by name)."""
+        """Model ids the catalog prices for gateway provider ``provider`` (by name), without
+        its prefix families (an id ending in ``-``, ``:`` or ``.``, e.g. ``ft:gpt-3.5-turbo-``
+        prices every fine-tune of that model: no model is called that)."""
         catalog_id = self._catalog_providers.get(provider)
         if catalog_id is None:
             return []
-        return [model.model_id for model in self._catalog.iter_models(catalog_id)]
+        return [model.model_id for model in self._catalog.iter_models(catalog_id)
+                if not model.model_id.endswith(("-", ":", "."))]
 
     def resolve(
         self,

@@ -155,6 +155,8 @@ def test_embeddings_and_models(gateway, world):
     assert {name for name in models if not name.startswith("mock/")} == \
         {"claude/claude-3-5-haiku-latest"}
     assert {"mock/gpt-4o-mini", "mock/text-embedding-3-small"} <= set(models)
+    # the catalog's prefix families (e.g. "ft:gpt-3.5-turbo-", every fine-tune) are not models
+    assert not [name for name in models if name.endswith(("-", ":", "."))]
     assert all(owner == name.split("/")[0] for name, owner in models.items()), models
     gateway.flush()
     [record] = records()
