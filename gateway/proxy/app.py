@@ -231,6 +231,7 @@ class Call:
     rule_id: str = ""
     rule_name: str = ""
     upstream_ms: float = 0.0
+    waited_ms: float = 0.0  # for the client's body: not part of the gateway's overhead
     response_started: bool = False
     prompt_tokens_estimate: int = 0
     upstream_attempts: int = 0
@@ -403,7 +404,8 @@ class InferenceApp:
     @staticmethod
     def _overhead(call: Call) -> tuple[bytes, bytes]:
         total_ms = (time.perf_counter() - call.started) * 1000
-        return (b"x-gateway-overhead-ms", b"%.3f" % max(total_ms - call.upstream_ms, 0.0))
+        return (b"x-gateway-overhead-ms",
+                b"%.3f" % max(total_ms - call.upstream_ms - call.waited_ms, 0.0))
 
     async def _preflight(self, call: Call, state: ProxyState | None) -> None:
         origin = call.headers.get("origin")
@@ -447,7 +449,10 @@ class InferenceApp:
     # -- inference ------------------------------------------------------------------------------
 
     async def _infer(self, call: Call, state: ProxyState) -> None:
+        receiving = time.perf_counter()
         raw = await read_body(call.receive, call.headers, state.max_body_bytes)
+        # (a slow upload is the client's time, not the gateway's overhead)
+        call.waited_ms = (time.perf_counter() - receiving) * 1000
         call.body = parse_body(raw, call.operation)
         call.stream = call.body.get("stream") is True and call.operation != "embeddings"
         base_type = REQUEST_TYPES[call.operation]
@@ -868,7 +873,7 @@ class InferenceApp:
             cache_write_tokens=usage.cache_write_tokens if usage else 0,
             reasoning_tokens=usage.reasoning_tokens if usage else 0,
             cost_nanos=cost_nanos, priced=priced, latency_ms=total_ms,
-            overhead_ms=max(total_ms - call.upstream_ms, 0.0),
+            overhead_ms=max(total_ms - call.upstream_ms - call.waited_ms, 0.0),
             routing_rule_id=call.rule_id or None, routing_rule_name=call.rule_name,
             fallback_index=index)
         try:

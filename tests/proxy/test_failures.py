@@ -560,3 +560,26 @@ def test_an_answer_without_usage_is_billed_on_estimates_and_counts_against_limit
     gateway.flush()
     [record] = UsageRecord.objects.filter(status_code=200)
     assert (record.prompt_tokens, record.completion_tokens) == (2, -(-len(DEFAULT_CONTENT) // 4))
+
+
+def test_a_slow_upload_is_not_counted_as_the_gateways_overhead(gateway, world):
+    import socket
+
+    payload = json.dumps(CHAT).encode()
+    with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\n"
+                     b"authorization: Bearer " + world["secret"].encode() + b"\r\n"
+                     b"content-type: application/json\r\nconnection: close\r\n"
+                     b"content-length: " + str(len(payload)).encode() + b"\r\n\r\n")
+        time.sleep(0.6)  # the client takes its time to send the body
+        sock.sendall(payload)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0].decode()
+    assert head.startswith("HTTP/1.1 200")
+    headers = dict(line.split(": ", 1) for line in head.split("\r\n")[1:])
+    assert float(headers["x-gateway-overhead-ms"]) < 300
+    gateway.flush()
+    [record] = UsageRecord.objects.all()
+    assert record.latency_ms >= 600 and record.overhead_ms < 300
