@@ -20,6 +20,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 
 from gateway.api.base import ManagementAPIView
 from gateway.errors import AuthenticationRequired, VirtualKeyNotFound
@@ -132,6 +133,10 @@ def quota(key: VirtualKey, now: float) -> dict[str, Any]:
 class VirtualKeyQuotaView(ManagementAPIView):
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
+    # Unauthenticated by design (the key is the credential): guessing keys is throttled per
+    # client address, REST_FRAMEWORK's "quota" rate (60 a minute), counted per process.
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "quota"
 
     @extend_schema(
         tags=["Governance"], operation_id="getVirtualKeyQuota", auth=[],

@@ -99,3 +99,23 @@ def test_from_memory_without_a_data_plane_is_503(api):
     error = response.json()["error"]
     assert error["type"] == "api_error"
     assert "this process serves no inference traffic" in error["message"]
+
+
+def test_guessing_keys_on_the_quota_endpoint_is_throttled(gateway, world):
+    # The endpoint takes no other credential than the key it reports on: a client that
+    # tries more than 60 a minute (the "quota" rate) gets 429s, the right key included.
+    from django.core.cache import cache
+
+    url = f"{gateway.url}/api/governance/virtual-keys/quota"
+    cache.clear()
+    try:
+        with httpx.Client() as client:
+            statuses = [client.get(url, headers={"x-bf-vk": f"sk-gw-guess{index:026d}"}
+                                   ).status_code for index in range(60)]
+            assert statuses == [401] * 60
+            throttled = client.get(url, headers={"x-api-key": world["secret"]})
+        assert throttled.status_code == 429
+        assert 1 <= int(throttled.headers["retry-after"]) <= 60
+        assert throttled.json()["error"]["type"] == "rate_limit_error"
+    finally:
+        cache.clear()
