@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from governance.durations import InvalidDuration, parse_duration
 
 MAX_MONEY = Decimal("1000000000000")  # one trillion dollars
+MIN_MONEY = Decimal("0.000000001")  # one nano-dollar, the smallest amount stored
 MAX_COUNT = 2**62
 MAX_NAME_LENGTH = 255
 WILDCARD = "*"
@@ -31,6 +32,9 @@ def validate_money_limit(value: object) -> None:
         raise ValidationError("must be a finite number of dollars", code="invalid_value")
     if amount <= 0:
         raise ValidationError("must be greater than 0", code="min_value")
+    if amount < MIN_MONEY:  # stored with 9 decimal places: smaller would be stored as 0
+        raise ValidationError("must be at least 0.000000001 (one nano-dollar)",
+                              code="min_value")
     if amount > MAX_MONEY:
         raise ValidationError(f"must not exceed {MAX_MONEY}", code="max_value")
 

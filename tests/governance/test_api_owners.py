@@ -65,6 +65,9 @@ def test_team_per_budget_calendar_switch_zeroes_usage(api):
         ({"name": "t", "customer_id": "00000000-0000-0000-0000-000000000000"}, "customer_id"),
         ({"name": "t", "budgets": [{"max_limit": 0, "reset_duration": "1d"}]},
          "budgets[0].max_limit"),
+        # below one nano-dollar: it would be stored as 0, a budget nothing can pass
+        ({"name": "t", "budgets": [{"max_limit": 1e-12, "reset_duration": "1d"}]},
+         "budgets[0].max_limit"),
         ({"name": "t", "rate_limit": {"request_max_limit": 10}},
          "rate_limit.request_reset_duration"),
         ({"name": "t", "rate_limit": {"request_max_limit": 0,
@@ -123,6 +126,8 @@ def test_customer_single_budget_semantics(api):
     ("body", "field"),
     [
         ({"name": "c", "budget": {"max_limit": 0, "reset_duration": "1d"}}, "budget.max_limit"),
+        ({"name": "c", "budget": {"max_limit": 5e-10, "reset_duration": "1d"}},
+         "budget.max_limit"),
         ({"name": "c", "budget": {"max_limit": 5, "reset_duration": "soon"}},
          "budget.reset_duration"),
         ({"name": "c", "budget": {"max_limit": 5}}, "budget.reset_duration"),
