@@ -22,6 +22,7 @@ from gateway.admin_base import (
     RateLimitInline,
     ReadOnlyModelAdmin,
     flag_actions,
+    get_actor,
     link_to,
     render_secret_once,
     with_default_ordering,
@@ -118,6 +119,25 @@ class ProviderAdmin(LimitOwnerAdmin):
 
     def get_queryset(self, request: HttpRequest) -> Any:
         return with_default_ordering(super().get_queryset(request).annotate(_keys=Count("keys")))
+
+    def save_model(self, request: HttpRequest, obj: Provider, form: Any, change: bool) -> None:
+        """A rename carries the routing rules' fallbacks along (they name it by name)."""
+        from routing.actions import rename_fallback_provider
+
+        old_name = form.initial.get("name") if change else None
+        super().save_model(request, obj, form, change)  # (in the change view's transaction)
+        if old_name and old_name != obj.name:
+            rename_fallback_provider(get_actor(request), old_name, obj.name)
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        """Rules whose fallbacks name a provider protect it, as its routing targets do."""
+        from routing.actions import rules_falling_back_to
+
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        for provider in objs:
+            protected.extend(f"Routing rule “{rule.name}” (its fallbacks name "
+                             f"“{provider.name}”)" for rule in rules_falling_back_to(provider.name))
+        return deleted, counts, perms_needed, protected
 
     @admin.display(description="endpoint")
     def endpoint(self, obj: Provider) -> str:

@@ -59,6 +59,7 @@ def update_provider(actor: Actor, provider: Provider, data: dict[str, Any]) -> P
     with transaction.atomic():
         provider = Provider.objects.select_for_update().get(pk=provider.pk)
         before = audit.snapshot(provider)
+        old_name = provider.name
         if "name" in data and data["name"] != provider.name:
             ensure_unique(Provider.objects.filter(name=data["name"]),
                           f'A provider named "{data["name"]}" already exists', exclude=provider.pk)
@@ -67,6 +68,10 @@ def update_provider(actor: Actor, provider: Provider, data: dict[str, Any]) -> P
         _check_provider(provider)
         provider.save()
         audit.record_update(actor, provider, before)
+        if provider.name != old_name:  # fallbacks name it by name: they follow
+            from routing.actions import rename_fallback_provider
+
+            rename_fallback_provider(actor, old_name, provider.name)
         if data.get("keys") is not None:
             _reconcile_keys(actor, provider, data["keys"])
         config_version.bump_on_commit()
@@ -85,11 +90,14 @@ def delete_provider(actor: Actor, provider: Provider) -> None:
 
 
 def _provider_users(provider: Provider) -> list[str]:
+    from routing.actions import rules_falling_back_to
+
     checks = (
         ("virtual key provider configs", provider.virtual_key_configs.count()),
         ("model configs", provider.model_configs.count()),
         ("model alias routes", provider.alias_routes.count()),
         ("routing targets", provider.routing_targets.count()),
+        ("routing rule fallbacks", len(rules_falling_back_to(provider.name))),
     )
     return [f"{count} {label}" for label, count in checks if count]
 

@@ -166,3 +166,34 @@ def delete_routing_rule(actor: Actor, rule: RoutingRule) -> None:
         audit.record(actor, AuditAction.DELETE, rule, audit.diff(_snapshot(rule), {}))
         rule.delete()
         config_version.bump_on_commit()
+
+
+# -- fallbacks name providers by name ------------------------------------------------------
+
+
+def _falls_back_to(entry: str, provider_name: str) -> bool:
+    return entry == provider_name or entry.startswith(provider_name + "/")
+
+
+def rules_falling_back_to(provider_name: str) -> list[RoutingRule]:
+    """The rules whose fallbacks name ``provider_name`` (alone or as ``provider/model``)."""
+    return [rule for rule in RoutingRule.objects.exclude(fallbacks=[]).order_by("name")
+            if any(isinstance(entry, str) and _falls_back_to(entry, provider_name)
+                   for entry in rule.fallbacks or ())]
+
+
+def rename_fallback_provider(actor: Actor, old_name: str, new_name: str) -> int:
+    """A provider was renamed: its name in the rules' fallbacks follows (each rule audited,
+    in the caller's transaction). Returns the rules changed."""
+    changed = 0
+    for rule in rules_falling_back_to(old_name):
+        before = _snapshot(rule)
+        rule.fallbacks = [new_name + entry[len(old_name):]
+                          if isinstance(entry, str) and _falls_back_to(entry, old_name)
+                          else entry for entry in rule.fallbacks]
+        rule.save(update_fields=["fallbacks", "updated_at"])
+        audit.record_update(actor, rule, before)
+        changed += 1
+    if changed:
+        config_version.bump_on_commit()
+    return changed

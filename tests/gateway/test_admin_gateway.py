@@ -213,3 +213,23 @@ def test_admin_tokens_cannot_be_edited_and_need_a_staff_user(admin_client_logged
     assert delete.status_code == 302
     assert not AdminToken.objects.exists()
     assert events() == [("create", "admintoken"), ("delete", "admintoken")]
+
+
+def test_renaming_a_provider_in_the_admin_renames_it_in_fallbacks_and_they_protect_it(
+        admin_client_logged_in):
+    from tests.factories import RoutingRuleFactory
+
+    provider = ProviderFactory(name="old-name")
+    rule = RoutingRuleFactory(name="uses-it", fallbacks=["old-name/gpt-4o"])
+    url = admin_url(Provider, "change", provider.pk)
+    data = form_data(admin_client_logged_in.get(url))
+    data["name"] = "new-name"
+    assert admin_client_logged_in.post(url, data).status_code == 302
+    rule.refresh_from_db()
+    assert rule.fallbacks == ["new-name/gpt-4o"]
+
+    page = admin_client_logged_in.post(admin_url(Provider, "delete", provider.pk),
+                                       {"post": "yes"})
+    assert page.status_code == 200  # refused: the confirmation page lists what protects it
+    assert "Routing rule “uses-it” (its fallbacks name “new-name”)" in page.text
+    assert Provider.objects.filter(pk=provider.pk).exists()

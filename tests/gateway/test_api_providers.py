@@ -163,3 +163,24 @@ def test_keys_pinned_by_routing_targets_cannot_be_deleted(api):
     assert "pinned by 1 routing targets" in body["error"]["message"]
     assert_error(api.put("/api/providers/openai", {"keys": []}, format="json"), 409)
     assert ProviderKey.objects.filter(pk=key.pk).exists()
+
+
+def test_routing_rule_fallbacks_follow_a_rename_and_protect_against_a_delete(api):
+    from routing.models import RoutingRule
+    from tests.factories import RoutingRuleFactory
+
+    ProviderFactory(name="tmp2")
+    ProviderFactory(name="tmp")  # a prefix of the other name: never touched
+    rule = RoutingRuleFactory(name="fb", fallbacks=["tmp2", "tmp2/gpt-4o", "tmp/gpt-4o"])
+    other = RoutingRuleFactory(name="other", fallbacks=["tmp"])
+    assert api.put("/api/providers/tmp2", {"name": "tmp3"}, format="json").status_code == 200
+    rule.refresh_from_db()
+    assert rule.fallbacks == ["tmp3", "tmp3/gpt-4o", "tmp/gpt-4o"]
+    assert RoutingRule.objects.get(pk=other.pk).fallbacks == ["tmp"]
+    event = AuditEvent.objects.filter(object_type="routingrule").get()
+    assert event.changes["fallbacks"][1] == ["tmp3", "tmp3/gpt-4o", "tmp/gpt-4o"]
+
+    body = assert_error(api.delete("/api/providers/tmp3"), 409)
+    assert "1 routing rule fallbacks" in body["error"]["message"]
+    body = assert_error(api.delete("/api/providers/tmp"), 409)  # both rules name it
+    assert "2 routing rule fallbacks" in body["error"]["message"]
