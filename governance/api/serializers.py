@@ -189,9 +189,8 @@ class _VirtualKeyFields(serializers.Serializer):
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
         if data.get("team_id") is not None and data.get("customer_id") is not None:
-            raise serializers.ValidationError(
-                "VirtualKey cannot be attached to both Team and Customer"
-            )
+            raise serializers.ValidationError({"team_id": [  # (with customer_id)
+                "VirtualKey cannot be attached to both Team and Customer"]})
         seen: dict[str, int] = {}
         for index, config in enumerate(data.get("provider_configs") or []):
             name = config["provider"].name

@@ -162,7 +162,8 @@ def test_invalid_create_is_400_naming_the_field(api, openai, body, field):
 
 def test_team_and_customer_together_is_400(api):
     response = create(api, team_id=str(TeamFactory().id), customer_id=str(CustomerFactory().id))
-    assert_error(response, 400, text="VirtualKey cannot be attached to both Team and Customer")
+    assert_error(response, 400, field="team_id",
+                 text="VirtualKey cannot be attached to both Team and Customer")
 
 
 def test_key_of_another_provider_is_400(api, openai):
