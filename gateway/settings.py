@@ -153,6 +153,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["gateway.api.permissions.IsStaff"],
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "gateway.api.schema.document_responses"],
 }
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"

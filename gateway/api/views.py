@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.db.models import Prefetch, Q, QuerySet
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -44,7 +45,7 @@ class ProviderListView(ManagementAPIView):
                                       many(shapes.provider)))
 
     @extend_schema(tags=["Providers"], operation_id="createProvider",
-                   request=inputs.ProviderCreateInput)
+                   request=inputs.ProviderCreateInput, responses={201: OpenApiTypes.OBJECT})
     def post(self, request: Request) -> Response:
         provider = actions.create_provider(self.actor(), self.parse(inputs.ProviderCreateInput))
         return Response({"message": "Provider created successfully",
@@ -103,7 +104,7 @@ class ProviderKeyListView(ManagementAPIView):
         return Response({"keys": keys, "count": len(keys)})
 
     @extend_schema(tags=["Providers"], operation_id="createProviderKey",
-                   request=inputs.KeyCreateInput)
+                   request=inputs.KeyCreateInput, responses={201: OpenApiTypes.OBJECT})
     def post(self, request: Request, name: str) -> Response:
         provider = get_provider(name)
         key = actions.create_key(self.actor(), provider, self.parse(inputs.KeyCreateInput))
@@ -148,7 +149,8 @@ class AliasListView(ManagementAPIView):
         return Response(list_response(queryset, request.query_params, "aliases",
                                       many(shapes.alias)))
 
-    @extend_schema(tags=["Model aliases"], operation_id="createAlias", request=inputs.AliasInput)
+    @extend_schema(tags=["Model aliases"], operation_id="createAlias", request=inputs.AliasInput,
+                   responses={201: OpenApiTypes.OBJECT})
     def post(self, request: Request) -> Response:
         alias = actions.save_alias(self.actor(), None, self.parse(inputs.AliasInput))
         return Response({"message": "Model alias created successfully",

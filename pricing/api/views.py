@@ -6,6 +6,7 @@ upstream lacks.
 
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -45,7 +46,7 @@ class PricingOverrideListView(ManagementAPIView):
                                       shapes.many(shapes.pricing_override)))
 
     @extend_schema(tags=TAGS, operation_id="createPricingOverride",
-                   request=inputs.PricingOverrideCreateInput,
+                   request=inputs.PricingOverrideCreateInput, responses={201: OpenApiTypes.OBJECT},
                    description="The most specific matching scope wins during cost resolution.")
     def post(self, request: Request) -> Response:
         override = actions.create_pricing_override(

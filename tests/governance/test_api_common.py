@@ -238,3 +238,28 @@ def test_schema_and_docs_are_staff_only(anonymous_api, client):
     docs = client.get("/api/docs/")
     assert docs.status_code == 302
     assert docs["Location"].startswith("/admin/login/")
+
+
+def test_the_schema_documents_errors_and_the_statuses_the_server_answers(api):
+    document = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    assert document["components"]["schemas"]["Error"]["required"] == ["error", "status_code"]
+    operations = {operation["operationId"]: (path, method, operation)
+                  for path, methods in document["paths"].items()
+                  for method, operation in methods.items()}
+    for name, (path, method, operation) in operations.items():
+        responses = operation["responses"]
+        assert "400" in responses, name
+        if name != "getVirtualKeyQuota":
+            assert {"401", "403"} <= set(responses), name
+        if "{" in path:
+            assert "404" in responses, name
+        if method == "delete":  # Bifrost's {"message": ...}, not 204
+            assert "204" not in responses and "200" in responses, name
+    assert {"401", "429"} <= set(operations["getVirtualKeyQuota"][2]["responses"])
+    for name in ("createProvider", "createProviderKey", "createAlias", "createPricingOverride"):
+        assert "201" in operations[name][2]["responses"], name
+    # and the server answers what the schema says
+    created = api.post("/api/providers", {"name": "doc", "kind": "openai"}, format="json")
+    assert created.status_code == 201
+    deleted = api.delete("/api/providers/doc")
+    assert deleted.status_code == 200 and deleted.json()["message"]
