@@ -57,7 +57,9 @@ def validate_patch(value: object) -> None:
             )
         if isinstance(price, bool) or not isinstance(price, (int, float)):
             raise ValidationError(f"{key} must be a number", code="invalid_value")
-        if not math.isfinite(price) or price < 0:
+        if not math.isfinite(price):
+            raise ValidationError(f"{key} must be a finite number", code="invalid_value")
+        if price < 0:
             raise ValidationError(f"{key} must be non-negative", code="min_value")
         if price > MAX_PRICE:
             raise ValidationError(f"{key} must not exceed {MAX_PRICE:g}", code="max_value")

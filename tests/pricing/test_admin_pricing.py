@@ -77,6 +77,9 @@ def test_a_valid_override_is_created_and_audited(admin_client_logged_in):
                  "input_cost_per_token must be non-negative", id="negative-price"),
     pytest.param({"patch": '{"free_lunch": 1}'}, "patch", 'unknown price field "free_lunch"',
                  id="unknown-price"),
+    *[pytest.param({"patch": f'{{"input_cost_per_token": {value}}}'}, "patch",
+                   "input_cost_per_token must be a finite number", id=f"price-{value}")
+      for value in ("NaN", "Infinity", "1e400")],
     pytest.param({"patch": "[1, 2]"}, "patch", "must be an object of price fields",
                  id="patch-not-object"),
 ])
