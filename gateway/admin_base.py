@@ -329,7 +329,13 @@ def usage_bar(percent: float | None) -> str:
 
 
 def money(value: Any) -> str:
-    return f"${value:,.2f}" if value is not None else "-"
+    """Dollars to the cent; an amount under a cent (but not 0) to its first significant
+    digits, down to the nano-dollar ($0.0006, not $0.00)."""
+    if value is None:
+        return "-"
+    if value and abs(value) < Decimal("0.01"):
+        return "$" + f"{Decimal(value):.9f}".rstrip("0")
+    return f"${value:,.2f}"
 
 
 def budget_summary(budgets: Iterable[Budget]) -> str:

@@ -502,7 +502,7 @@ class RateLimitAdmin(LimitAdmin):
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ReadOnlyModelAdmin):
     list_display = ("created_at", "request_id", "virtual_key_name", "provider", "resolved_model",
-                    "status_code", "tokens", "cost", "latency_ms")
+                    "status_code", "tokens", "cost_display", "latency")
     list_filter = ("provider", "status_code", "is_stream", "request_type")
     date_hierarchy = "created_at"
     search_fields = ("request_id", "virtual_key_name", "resolved_model", "requested_model")
@@ -511,6 +511,14 @@ class UsageRecordAdmin(ReadOnlyModelAdmin):
     @admin.display(description="tokens (prompt + completion)")
     def tokens(self, obj: UsageRecord) -> str:
         return f"{obj.prompt_tokens:,} + {obj.completion_tokens:,}"
+
+    @admin.display(description="cost", ordering="cost")
+    def cost_display(self, obj: UsageRecord) -> str:
+        return "$" + f"{obj.cost:.9f}".rstrip("0").rstrip(".") if obj.cost else "$0"
+
+    @admin.display(description="latency", ordering="latency_ms")
+    def latency(self, obj: UsageRecord) -> str:
+        return f"{obj.latency_ms:,.1f} ms"
 
 
 @admin.register(UsageRollup)

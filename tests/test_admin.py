@@ -467,3 +467,22 @@ def test_a_date_drill_down_out_of_range_is_the_invalid_lookup_flag_not_a_500(
     # and a good one still works
     assert admin_client_logged_in.get(admin_url(model, "changelist"),
                                       {f"{field}__year": "2026"}).status_code == 200
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (None, "-"), (0, "$0.00"), (Decimal("0.000000000"), "$0.00"),
+    (Decimal("0.0006"), "$0.0006"), (Decimal("0.000000001"), "$0.000000001"),
+    (Decimal("0.009999"), "$0.009999"), (Decimal("0.01"), "$0.01"),
+    (Decimal("50.000000000"), "$50.00"), (Decimal("1234.5"), "$1,234.50"),
+])
+def test_money_shows_amounts_under_a_cent(value, shown):
+    from gateway.admin_base import money
+
+    assert money(value) == shown
+
+
+def test_usage_records_show_cost_in_dollars_and_latency_in_ms(admin_client_logged_in,
+                                                             staff_user):
+    _usage_record(staff_user)
+    page = admin_client_logged_in.get(admin_url(UsageRecord, "changelist")).text
+    assert "$0.0001<" in page and "12.5 ms" in page
