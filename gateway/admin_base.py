@@ -100,8 +100,16 @@ class GatewayAdminForm(forms.ModelForm):
     It keeps blank JSON fields at their model default (Django's form ``JSONField`` turns an
     empty input into ``None``, which a non-null model field would fail to store; an empty
     ``allowed_models`` means ``[]``, not NULL), and it shows the shared validators' own
-    messages for JSON fields.
+    messages for JSON fields. Stored decimals are shown without the zeros their nine places
+    add (``50``, not ``50.000000000``).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            value = self.initial.get(name)
+            if isinstance(field, forms.DecimalField) and isinstance(value, Decimal):
+                self.initial[name] = plain_decimal(value)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -326,6 +334,11 @@ def usage_bar(percent: float | None) -> str:
         '</span></span> <span style="color:{}">{}%</span></span>',
         f"{percent:.2f}", f"{width:.1f}", color, color, f"{percent:.1f}",
     )
+
+
+def plain_decimal(value: Decimal) -> str:
+    """``value`` without trailing zeros and never in exponent form (50, 0.000000001)."""
+    return format(value.normalize(), "f") if value else "0"
 
 
 def money(value: Any) -> str:

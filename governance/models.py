@@ -263,7 +263,8 @@ class Budget(LimitOwnerMixin, TimestampedModel):
         ]
 
     def __str__(self) -> str:
-        return f"${self.max_limit} per {self.reset_duration}"
+        amount = format(Decimal(self.max_limit).normalize(), "f") if self.max_limit else "0"
+        return f"${amount} per {self.reset_duration}"
 
     @property
     def usage_percent(self) -> float | None:

@@ -556,3 +556,12 @@ def test_deleting_a_team_or_customer_says_which_teams_and_keys_stay_detached(
     key.refresh_from_db()
     direct.refresh_from_db()
     assert key.team is None and direct.customer == customer  # kept, detached from the team
+
+
+def test_budget_amounts_show_without_the_zeros_of_their_nine_places(admin_client_logged_in):
+    team = TeamFactory(name="research")
+    BudgetFactory(team=team, max_limit=Decimal("50"), reset_duration="1d")
+    page = admin_client_logged_in.get(admin_url(Team, "change", team.pk)).text
+    assert 'value="50"' in page and "50.000000000" not in page
+    delete = admin_client_logged_in.get(admin_url(Team, "delete", team.pk)).text
+    assert "$50 per 1d" in delete
