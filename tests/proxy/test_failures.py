@@ -412,24 +412,32 @@ def _streamed_text(text: str) -> str:
     return "".join(pieces)
 
 
+def _stream_from_a_claude_provider(gateway, world, path, key_value):
+    """A stream on ``path`` from a new Anthropic provider, ``claude-special``, whose API key
+    carries the mock's controls (the body's ``mock`` field is not translated); the text the
+    client got, after checking it was a 200."""
+    provider = ProviderFactory(name="claude-special", kind="anthropic",
+                               base_url=world["mock"].url, max_retries=0)
+    ProviderKeyFactory(provider=provider, name="k", plain_value=key_value)
+    ProviderConfigFactory(virtual_key=world["key"], provider=provider, allowed_models=["*"],
+                          allow_all_keys=True, weight=None)
+    gateway.reload()
+    request = {"model": "claude-special/claude-3-5-haiku-latest", "max_tokens": 900,
+               "stream": True, "messages": [{"role": "user", "content": "hello"}]}
+    with httpx.stream("POST", f"{gateway.url}{path}", json=request, timeout=10,
+                      headers={"authorization": f"Bearer {world['secret']}"}) as response:
+        assert response.status_code == 200
+        return "".join(response.iter_text())
+
+
 @pytest.mark.parametrize("path", ["/anthropic/v1/messages", "/v1/chat/completions"])
 def test_a_claude_stream_cut_short_is_billed_for_the_text_it_streamed(gateway, world, path):
     # Anthropic's message_start reports output_tokens: 1 as a placeholder; the real count
     # comes in message_delta at the end. A stream that breaks before it (here after 10 of 20
     # deltas, on the native route and translated for an OpenAI client) is billed for the
     # text streamed, 4 characters a token.
-    cut = ProviderFactory(name="claude-cut", kind="anthropic", base_url=world["mock"].url,
-                          max_retries=0)
-    ProviderKeyFactory(provider=cut, name="cut", plain_value="mock-chunks-20-drop_after_chunks-10")
-    ProviderConfigFactory(virtual_key=world["key"], provider=cut, allowed_models=["*"],
-                          allow_all_keys=True, weight=None)
-    gateway.reload()
-    request = {"model": "claude-cut/claude-3-5-haiku-latest", "max_tokens": 900,
-               "stream": True, "messages": [{"role": "user", "content": "hello"}]}
-    with httpx.stream("POST", f"{gateway.url}{path}", json=request, timeout=10,
-                      headers={"authorization": f"Bearer {world['secret']}"}) as response:
-        assert response.status_code == 200
-        text = "".join(response.iter_text())
+    text = _stream_from_a_claude_provider(gateway, world, path,
+                                          "mock-chunks-20-drop_after_chunks-10")
     assert "error" in text  # the client was told the stream broke
     streamed = _streamed_text(text)
     assert len(streamed) >= 20
@@ -438,7 +446,6 @@ def test_a_claude_stream_cut_short_is_billed_for_the_text_it_streamed(gateway, w
     assert (record.status_code, record.error_type) == (502, "upstream_stream_error")
     assert record.completion_tokens == (len(streamed) + 3) // 4
     assert record.prompt_tokens > 0 and record.cost > 0
-
 
 
 def test_a_routing_rule_name_with_control_characters_cannot_break_the_response(gateway,
@@ -459,22 +466,12 @@ def test_a_malformed_event_from_claude_ends_the_stream_with_an_error_event(gatew
     # The stream is translated for the OpenAI client, parsed on the native route: an event
     # that is not JSON is never passed on raw (the client's SDK would fail to parse it); the
     # stream ends with an error event in the client's dialect instead, and is recorded.
-    broken = ProviderFactory(name="claude-broken", kind="anthropic",
-                             base_url=world["mock"].url, max_retries=0)
-    ProviderKeyFactory(provider=broken, name="k", plain_value="mock-malformed-chunk_delay_ms-30")
-    ProviderConfigFactory(virtual_key=world["key"], provider=broken, allowed_models=["*"],
-                          allow_all_keys=True, weight=None)
-    gateway.reload()
-    request = {"model": "claude-broken/claude-3-5-haiku-latest", "max_tokens": 100,
-               "stream": True, "messages": [{"role": "user", "content": "hello"}]}
-    with httpx.stream("POST", f"{gateway.url}{path}", json=request, timeout=10,
-                      headers={"authorization": f"Bearer {world['secret']}"}) as response:
-        assert response.status_code == 200
-        text = "".join(response.iter_text())
+    text = _stream_from_a_claude_provider(gateway, world, path,
+                                          "mock-malformed-chunk_delay_ms-30")
     data = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
     parsed = [json.loads(item) for item in data if item != "[DONE]"]  # every one parses
     last = parsed[-1]
-    assert last["error"]["message"] == "Provider 'claude-broken' stream ended unexpectedly"
+    assert last["error"]["message"] == "Provider 'claude-special' stream ended unexpectedly"
     if path.startswith("/v1"):
         assert all(item.get("object") == "chat.completion.chunk" for item in parsed[:-1])
     gateway.flush()
