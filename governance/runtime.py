@@ -253,10 +253,15 @@ class GovernanceRuntime:
                 logger.info("shutdown flush: %d usage records written", written)
         except Exception:
             logger.exception("shutdown flush failed")
-        lost = self.sink.pending() if not self.embedded else 0
-        if lost:  # Redis still unreachable: the stop tried once more, and these are lost
-            logger.error("stopping with %d usage event(s) that could not be sent to Redis; "
-                         "they are lost", lost)
+        if not self.embedded:
+            try:
+                lost = self.sink.pending()
+            except Exception:
+                logger.exception("could not count the usage events left")
+                lost = 0
+            if lost:  # Redis still unreachable: the stop tried once more; these are lost
+                logger.error("stopping with %d usage event(s) that could not be sent to "
+                             "Redis; they are lost", lost)
         if self.embedded:
             await self._database.close()
         if _current is self:

@@ -96,6 +96,10 @@ class Batch:
 class Sink(Protocol):
     async def emit(self, event: UsageEvent) -> None: ...
 
+    def pending(self) -> int:
+        """Events held in this process, not yet delivered."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
