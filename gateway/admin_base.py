@@ -270,11 +270,11 @@ class ReadOnlyModelAdmin(admin.ModelAdmin):
         """A date drill-down (``date_hierarchy``) to a year, month or day that is not a
         small number goes back to the list with Django's "invalid lookup" flag, as a bad
         filter does: Django itself failed with a 500 on a year too large for a date."""
-        if self.date_hierarchy:
-            for part in ("year", "month", "day"):
+        if self.date_hierarchy:  # (Django computes the next year, month or day: 9998 at most)
+            for part, highest in (("year", 9998), ("month", 12), ("day", 31)):
                 value = request.GET.get(f"{self.date_hierarchy}__{part}")
                 if value is not None and not (value.isascii() and value.isdigit()
-                                              and 1 <= int(value) <= 9999):
+                                              and 1 <= int(value) <= highest):
                     return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
         return super().changelist_view(request, extra_context)
 

@@ -457,6 +457,8 @@ def test_staff_without_permissions_cannot_write(client, django_user_model):
 @pytest.mark.parametrize("query", [
     {"__year": "99999999999999999999999"}, {"__year": "0"}, {"__year": "2026", "__month": "13x"},
     {"__year": "2026", "__month": "11", "__day": "-1"}, {"__year": "\u0662\u0660\u0662\u0666"},
+    {"__year": "9999"}, {"__year": "9999", "__month": "12", "__day": "31"},
+    {"__year": "2026", "__month": "13"},
 ])
 def test_a_date_drill_down_out_of_range_is_the_invalid_lookup_flag_not_a_500(
         admin_client_logged_in, model, field, query):
