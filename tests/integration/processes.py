@@ -420,16 +420,24 @@ def chat_body(*, stream: bool = False, **mock: Any) -> dict[str, Any]:
     return body
 
 
-def wait_for_key(gateway_url: str, key: VirtualKey, timeout: float = 10) -> None:
+def wait_for_key(gateway_url: str, key: VirtualKey, timeout: float = 10,
+                 consecutive: int = 1) -> None:
     """Until ``gateway_url`` knows the key (``GET /v1/models`` stops answering 401): its
-    snapshot was built after the key was committed. Touches no limit."""
+    snapshot was built after the key was committed. Touches no limit. With several workers
+    behind one port, ask for ``consecutive`` answers in a row on new connections (any
+    worker may take each)."""
     deadline = time.monotonic() + timeout
     status = None
+    streak = 0
     while time.monotonic() < deadline:
         status = httpx.get(f"{gateway_url}/v1/models", timeout=5,
                            headers={"Authorization": f"Bearer {key.value}"}).status_code
         if status == 200:
-            return
+            streak += 1
+            if streak >= consecutive:
+                return
+            continue
+        streak = 0
         assert status in (401, 404), f"unexpected {status} while waiting for the key"
         time.sleep(0.05)
     raise AssertionError(f"{gateway_url} did not see the key within {timeout} s ({status})")

@@ -322,7 +322,8 @@ def test_a_stopping_multi_worker_server_refuses_new_connections_and_drains_the_r
     with Admin(server.url, databases.token) as admin:
         admin.mock_provider(mock.url)
         key = admin.virtual_key("draining")
-    wait_for_key(server.url, key)
+    wait_for_key(server.url, key, consecutive=12)
+    time.sleep(1.0)  # and ten config polls (100 ms): both workers know it
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         slow = pool.submit(httpx.post, f"{server.url}{CHAT}", json=chat_body(delay_ms=3000),
