@@ -154,6 +154,12 @@ class TeamAdmin(DetachesOnDeleteMixin, LimitOwnerAdmin):
 # --- virtual keys -----------------------------------------------------------------------------
 
 class VirtualKeyForm(GatewayAdminForm):
+    # One bound for the form as for the model (a positive integer field would say "at least
+    # 0" for -1, and the model "at least 1" for 0).
+    max_concurrent_requests = forms.IntegerField(
+        required=False, min_value=1, max_value=100_000,
+        help_text=VirtualKey._meta.get_field("max_concurrent_requests").help_text)
+
     class Meta:
         model = VirtualKey
         fields = ("name", "description", "team", "customer", "is_active", "expires_at",

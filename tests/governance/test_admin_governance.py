@@ -565,3 +565,15 @@ def test_budget_amounts_show_without_the_zeros_of_their_nine_places(admin_client
     assert 'value="50"' in page and "50.000000000" not in page
     delete = admin_client_logged_in.get(admin_url(Team, "delete", team.pk)).text
     assert "$50 per 1d" in delete
+
+
+@pytest.mark.parametrize("value", ["-1", "0"])
+def test_a_key_concurrency_below_one_says_at_least_one(admin_client_logged_in, value):
+    key = VirtualKeyFactory(name="k")
+    url = admin_url(VirtualKey, "change", key.pk)
+    data = form_data(admin_client_logged_in.get(url))
+    data["max_concurrent_requests"] = value
+    response = admin_client_logged_in.post(url, data)
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["max_concurrent_requests"] == [
+        "Ensure this value is greater than or equal to 1."]
