@@ -111,6 +111,18 @@ class GatewayAdminForm(forms.ModelForm):
             if isinstance(field, forms.DecimalField) and isinstance(value, Decimal):
                 self.initial[name] = plain_decimal(value)
 
+    def _update_errors(self, errors: ValidationError) -> None:
+        """The model's own checks run on what the form could clean: a field that failed its
+        own validation is empty there, and a model check would add a second, wrong message
+        to it ("is required" under "at most 500 characters"). Those are left out."""
+        if hasattr(errors, "error_dict"):
+            kept = {field: messages for field, messages in errors.error_dict.items()
+                    if field not in self._errors or field not in self.fields}
+            if not kept:
+                return
+            errors = ValidationError(kept)
+        super()._update_errors(errors)
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         for field in self._meta.model._meta.concrete_fields:

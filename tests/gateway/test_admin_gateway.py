@@ -233,3 +233,11 @@ def test_renaming_a_provider_in_the_admin_renames_it_in_fallbacks_and_they_prote
     assert page.status_code == 200  # refused: the confirmation page lists what protects it
     assert "Routing rule “uses-it” (its fallbacks name “new-name”)" in page.text
     assert Provider.objects.filter(pk=provider.pk).exists()
+
+
+def test_an_overlong_base_url_gets_one_message(admin_client_logged_in):
+    response = admin_client_logged_in.post(admin_url(Provider, "add"), provider_form(
+        kind="openai_compatible", base_url="https://example.com/" + "a" * 600))
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors["base_url"]
+    assert len(errors) == 1 and "at most 500 characters" in errors[0]
