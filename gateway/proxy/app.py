@@ -569,6 +569,7 @@ class InferenceApp:
             raise
         finally:
             call.watch.stop()
+            call.watch = None
         if last is None:
             if denial is not None:
                 raise denial
@@ -1045,8 +1046,8 @@ class ClientWatch:
     __slots__ = ("call", "task", "timer", "watcher")
 
     def __init__(self, call: Call) -> None:
-        self.call = call
-        self.task = asyncio.current_task()
+        self.call: Call | None = call
+        self.task: asyncio.Task[Any] | None = asyncio.current_task()
         self.watcher: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             CLIENT_WATCH_DELAY_S, self._start)
@@ -1057,6 +1058,8 @@ class ClientWatch:
 
     async def _watch(self) -> None:
         call = self.call
+        if call is None:
+            return
         try:
             while (await call.receive())["type"] != "http.disconnect":
                 pass
@@ -1071,12 +1074,16 @@ class ClientWatch:
             self.task.cancel()
 
     def stop(self) -> None:
+        """Cancel the timer or the task, and let go of the request: the request and its
+        watch refer to each other, and a cycle per request would be left to the garbage
+        collector (whose full collections stall the event loop for tens of milliseconds)."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         if self.watcher is not None:
             self.watcher.cancel()
             self.watcher = None
+        self.call = self.task = None
 
 
 class StreamRelay:

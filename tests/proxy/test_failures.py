@@ -580,3 +580,24 @@ def test_a_slow_upload_is_not_counted_as_the_gateways_overhead(gateway, world):
     gateway.flush()
     [record] = UsageRecord.objects.all()
     assert record.latency_ms >= 600 and record.overhead_ms < 300
+
+
+def test_requests_leave_no_reference_cycles_behind(gateway, world):
+    # The data plane leaves young collections rare and full ones rarer (gc.freeze at start):
+    # a cycle per request would pile up until a full collection stalls the event loop for
+    # tens of milliseconds. Every request's objects go by reference counting alone.
+    import gc
+
+    from gateway.proxy.app import Call
+
+    assert post(gateway, world).status_code == 200
+    gc.collect()
+    gc.disable()
+    try:
+        for body in (CHAT, {**CHAT, "stream": True}, {**CHAT, "model": "nope/x"}):
+            post(gateway, world, body)
+        assert _wait_for(lambda: gateway.inference.active == 0)
+        time.sleep(0.2)  # the last request's task lets go of its frame
+        assert [item for item in gc.get_objects() if type(item) is Call] == []
+    finally:
+        gc.enable()
