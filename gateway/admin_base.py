@@ -27,6 +27,7 @@ from django.utils.safestring import mark_safe
 from gateway import audit, config_version
 from gateway.actions import delete_object, lock_rows, save_object
 from gateway.audit import Actor
+from gateway.formats import plain_decimal
 from governance import limits
 from governance.models import (
     MULTI_BUDGET_OWNERS,
@@ -348,9 +349,7 @@ def usage_bar(percent: float | None) -> str:
     )
 
 
-def plain_decimal(value: Decimal) -> str:
-    """``value`` without trailing zeros and never in exponent form (50, 0.000000001)."""
-    return format(value.normalize(), "f") if value else "0"
+NANO = Decimal("0.000000001")  # the smallest amount stored
 
 
 def money(value: Any) -> str:
@@ -359,7 +358,7 @@ def money(value: Any) -> str:
     if value is None:
         return "-"
     if value and abs(value) < Decimal("0.01"):
-        return "$" + f"{Decimal(value):.9f}".rstrip("0")
+        return "$" + plain_decimal(Decimal(value).quantize(NANO))
     return f"${value:,.2f}"
 
 

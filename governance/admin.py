@@ -36,6 +36,7 @@ from gateway.admin_base import (
     usage_bar,
     with_default_ordering,
 )
+from gateway.formats import plain_decimal
 from gateway.secrets import digest, display_prefix, new_virtual_key_secret
 from governance import actions, limits
 from governance.models import (
@@ -520,7 +521,7 @@ class UsageRecordAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="cost", ordering="cost")
     def cost_display(self, obj: UsageRecord) -> str:
-        return "$" + f"{obj.cost:.9f}".rstrip("0").rstrip(".") if obj.cost else "$0"
+        return "$" + plain_decimal(obj.cost)
 
     @admin.display(description="latency", ordering="latency_ms")
     def latency(self, obj: UsageRecord) -> str:

@@ -15,6 +15,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from gateway.formats import plain_decimal
 from gateway.models import Provider, ProviderKey, TimestampedModel
 from governance.validators import (
     validate_duration,
@@ -263,8 +264,7 @@ class Budget(LimitOwnerMixin, TimestampedModel):
         ]
 
     def __str__(self) -> str:
-        amount = format(Decimal(self.max_limit).normalize(), "f") if self.max_limit else "0"
-        return f"${amount} per {self.reset_duration}"
+        return f"${plain_decimal(Decimal(self.max_limit))} per {self.reset_duration}"
 
     @property
     def usage_percent(self) -> float | None:

@@ -86,9 +86,11 @@ class _InsertPlan:
 
     def newest(self, cursor: Any, events: Sequence[UsageEvent], count: int) -> list[UsageEvent]:
         """The ``count`` of ``events`` that the last statement inserted, when the others
-        were recorded before (SQLite). One writer at a time and ``AUTOINCREMENT`` ids: the
-        rows just inserted have the highest ids among these events' records."""
-        placeholders = ", ".join(["?" if self.driver_cursor else "%s"] * len(events))
+        were recorded before. SQLite only (the driver's cursor, its ``?`` placeholders):
+        PostgreSQL says which rows it inserted (``returning``). One writer at a time and
+        ``AUTOINCREMENT`` ids: the rows just inserted have the highest ids among these
+        events' records."""
+        placeholders = ", ".join(["?"] * len(events))
         cursor.execute(f"{self.newest_prefix} ({placeholders}) ORDER BY {self.id_column} DESC "
                        f"LIMIT {int(count)}", [event.key for event in events])
         keys = {key for (key,) in cursor.fetchall()}

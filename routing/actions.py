@@ -14,11 +14,13 @@ from typing import Any
 from django.db import IntegrityError, models, transaction
 
 from gateway import audit, config_version
+from gateway.actions import save_object
 from gateway.audit import Actor
 from gateway.errors import BadRequest, Conflict
 from gateway.models import AuditAction
 from governance.models import Customer, Team, VirtualKey
 from routing.models import SCOPE_FIELDS, RoutingRule, RoutingScope, RoutingTarget
+from routing.validators import fallback_provider
 
 SCOPE_ID_REQUIRED = "scope_id field is required when scope is not global"
 SCOPE_MODELS: dict[str, tuple[type[models.Model], str]] = {
@@ -171,29 +173,20 @@ def delete_routing_rule(actor: Actor, rule: RoutingRule) -> None:
 # -- fallbacks name providers by name ------------------------------------------------------
 
 
-def _falls_back_to(entry: str, provider_name: str) -> bool:
-    return entry == provider_name or entry.startswith(provider_name + "/")
-
-
 def rules_falling_back_to(provider_name: str) -> list[RoutingRule]:
     """The rules whose fallbacks name ``provider_name`` (alone or as ``provider/model``)."""
     return [rule for rule in RoutingRule.objects.exclude(fallbacks=[]).order_by("name")
-            if any(isinstance(entry, str) and _falls_back_to(entry, provider_name)
-                   for entry in rule.fallbacks or ())]
+            if any(fallback_provider(entry) == provider_name for entry in rule.fallbacks)]
 
 
 def rename_fallback_provider(actor: Actor, old_name: str, new_name: str) -> int:
-    """A provider was renamed: its name in the rules' fallbacks follows (each rule audited,
-    in the caller's transaction). Returns the rules changed."""
-    changed = 0
-    for rule in rules_falling_back_to(old_name):
-        before = _snapshot(rule)
+    """A provider was renamed: its name in the rules' fallbacks follows (each rule saved and
+    audited like any write, in the caller's transaction). Returns the rules changed."""
+    rules = rules_falling_back_to(old_name)
+    for rule in rules:
+        before = audit.snapshot(rule)  # the targets do not change
         rule.fallbacks = [new_name + entry[len(old_name):]
-                          if isinstance(entry, str) and _falls_back_to(entry, old_name)
-                          else entry for entry in rule.fallbacks]
-        rule.save(update_fields=["fallbacks", "updated_at"])
-        audit.record_update(actor, rule, before)
-        changed += 1
-    if changed:
-        config_version.bump_on_commit()
-    return changed
+                          if fallback_provider(entry) == old_name else entry
+                          for entry in rule.fallbacks]
+        save_object(actor, rule, before)
+    return len(rules)

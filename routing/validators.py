@@ -39,14 +39,19 @@ def validate_fallbacks(value: object) -> None:
                 code="invalid_value")
 
 
+def fallback_provider(entry: str) -> str:
+    """The provider a fallback names: ``openai`` for ``openai/gpt-4o`` or ``openai``."""
+    return entry.split("/", 1)[0]
+
+
 def validate_fallback_providers(value: list[str]) -> None:
     """Every fallback names a provider that exists (the shape checked already)."""
     from gateway.models import Provider
 
-    names = {entry.split("/", 1)[0] for entry in value}
+    names = {fallback_provider(entry) for entry in value}
     known = set(Provider.objects.filter(name__in=names).values_list("name", flat=True))
     for entry in value:
-        name = entry.split("/", 1)[0]
+        name = fallback_provider(entry)
         if name not in known:
             raise ValidationError(
                 f"invalid fallback {_shown(entry)}: unknown provider {_shown(name)}",

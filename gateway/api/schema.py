@@ -90,9 +90,9 @@ def document_responses(result: dict[str, Any], generator: Any, request: Any,
                 codes.append("404")
             if method in ("post", "put", "patch"):
                 codes += ["409", "413", "415"]
-            if operation.get("operationId") == "getVirtualKeyQuota":
-                codes += ["401", "429"]
             for code in codes:
-                responses.setdefault(code, {"description": ERROR_DESCRIPTIONS[code],
-                                            "content": {"application/json": {"schema": error}}})
+                responses.setdefault(code, {"description": ERROR_DESCRIPTIONS[code]})
+            for code, response in responses.items():  # a view's own errors too
+                if code >= "400" and "content" not in response:
+                    response["content"] = {"application/json": {"schema": error}}
     return result

@@ -144,7 +144,8 @@ class VirtualKeyQuotaView(ManagementAPIView):
         "remaining amounts, reset times and spend per model. Authenticate with the virtual "
         "key (Authorization: Bearer sk-gw-..., x-api-key, api-key, x-goog-api-key or x-bf-vk).",
         responses={200: OpenApiResponse(description="Quota of the calling key"),
-                   401: OpenApiResponse(description="Missing or unknown virtual key")})
+                   401: OpenApiResponse(description="Missing or unknown virtual key"),
+                   429: OpenApiResponse(description="More than 60 calls a minute")})
     def get(self, request: Request) -> Response:
         headers = {name.lower(): value for name, value in request.headers.items()}
         secret = presented_key(headers)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -14,6 +13,7 @@ from gateway.api.base import ManagementAPIView
 from gateway.api.fields import StrictCharField, StrictIntegerField
 from gateway.api.listing import clamp, parse_non_negative
 from gateway.errors import BadRequest
+from gateway.formats import plain_decimal
 from gateway.models import Provider, ProviderKey
 from governance.models import VirtualKey
 from pricing.catalog import ModelPrice, PriceCatalog, TieredRate
@@ -111,20 +111,16 @@ class QuoteInput(serializers.Serializer):
         return value
 
 
-def _money(value: Decimal) -> str:
-    return format(value.normalize(), "f") if value else "0"
-
-
 def breakdown(cost: CostBreakdown) -> dict[str, Any]:
     return {
-        "total_usd": _money(cost.total),
+        "total_usd": plain_decimal(cost.total),
         "total_nanos": cost.total_nanos,
         "components": {
-            "input": _money(cost.input),
-            "cached_read": _money(cost.cached_read),
-            "cache_write": _money(cost.cache_write),
-            "output": _money(cost.output),
-            "request": _money(cost.request),
+            "input": plain_decimal(cost.input),
+            "cached_read": plain_decimal(cost.cached_read),
+            "cache_write": plain_decimal(cost.cache_write),
+            "output": plain_decimal(cost.output),
+            "request": plain_decimal(cost.request),
         },
         "priced": cost.priced,
         "source": str(cost.source),

@@ -179,6 +179,7 @@ def test_routing_rule_fallbacks_follow_a_rename_and_protect_against_a_delete(api
     assert RoutingRule.objects.get(pk=other.pk).fallbacks == ["tmp"]
     event = AuditEvent.objects.filter(object_type="routingrule").get()
     assert event.changes["fallbacks"][1] == ["tmp3", "tmp3/gpt-4o", "tmp/gpt-4o"]
+    assert "targets" not in event.changes  # only what changed
 
     body = assert_error(api.delete("/api/providers/tmp3"), 409)
     assert "1 routing rule fallbacks" in body["error"]["message"]

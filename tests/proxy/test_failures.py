@@ -479,17 +479,25 @@ def test_a_malformed_event_from_claude_ends_the_stream_with_an_error_event(gatew
     assert (record.status_code, record.error_type) == (502, "upstream_stream_error")
 
 
+def _raw_chat(gateway, world, payload: bytes):
+    """A raw socket to the gateway with the head of a chat request for ``payload`` sent
+    (``connection: close``): the caller sends the body when it likes."""
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", gateway.port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\n"
+                 b"authorization: Bearer " + world["secret"].encode() + b"\r\n"
+                 b"content-type: application/json\r\nconnection: close\r\n"
+                 b"content-length: " + str(len(payload)).encode() + b"\r\n\r\n")
+    return sock
+
+
 def _leave_after(gateway, world, body, seconds):
     """Send ``body`` to /v1/chat/completions on a raw socket and close it after ``seconds``
     without reading the answer."""
-    import socket
-
     payload = json.dumps(body).encode()
-    with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\n"
-                     b"authorization: Bearer " + world["secret"].encode() + b"\r\n"
-                     b"content-type: application/json\r\n"
-                     b"content-length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+    with _raw_chat(gateway, world, payload) as sock:
+        sock.sendall(payload)
         time.sleep(seconds)
 
 
@@ -560,14 +568,8 @@ def test_an_answer_without_usage_is_billed_on_estimates_and_counts_against_limit
 
 
 def test_a_slow_upload_is_not_counted_as_the_gateways_overhead(gateway, world):
-    import socket
-
     payload = json.dumps(CHAT).encode()
-    with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\n"
-                     b"authorization: Bearer " + world["secret"].encode() + b"\r\n"
-                     b"content-type: application/json\r\nconnection: close\r\n"
-                     b"content-length: " + str(len(payload)).encode() + b"\r\n\r\n")
+    with _raw_chat(gateway, world, payload) as sock:
         time.sleep(0.6)  # the client takes its time to send the body
         sock.sendall(payload)
         answer = b""
