@@ -112,8 +112,8 @@ NOTHING = Reservation()  # what a request with no limits reserves
 STREAM_BREAKS = (aiohttp.ClientError, OSError, TimeoutError, translation.TranslationError,
                  MalformedEvent)
 END_OF_STREAM_WAIT_S = 1.0  # for the last bytes of a stream cut short
-# A request still waiting for its provider after this long gets a task that watches for its
-# client leaving (see ClientWatch); shorter ones never pay for one.
+# A request still waiting for its provider after this long (at most half as long again) gets a
+# task that watches for its client leaving (see ClientWatches); shorter ones never get one.
 CLIENT_WATCH_DELAY_S = 0.25
 
 
@@ -209,7 +209,7 @@ class FailedCandidate:
         return answer[0] if answer else self.failure.error.status_code
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # hashed by identity (ClientWatches)
 class Call:
     """Everything about one inference request."""
 
@@ -239,11 +239,10 @@ class Call:
     # the provider key it went out with: what a request cut by a server stop is billed for.
     provider_working: bool = False
     provider_key: Any = None
-    # Set when the client left before the answer started (see ClientWatch); ``cancelled``
+    # Set when the client left before the answer started (see ClientWatches); ``cancelled``
     # when the watch cancelled the request's task to stop the provider's work.
     client_gone: bool = False
     cancelled_for_client: bool = False
-    watch: ClientWatch | None = None
 
     @property
     def wants_usage_chunk(self) -> bool:
@@ -261,6 +260,7 @@ class ProxyState:
         self.session = session
         self.breakers = Breakers()
         self.stats = RouteStats()
+        self.watches = ClientWatches()
         self.rng = rng or random.Random()
         self.cors = Cors(cors_origins)
         self.max_body_bytes = max_body_bytes
@@ -479,7 +479,8 @@ class InferenceApp:
         last: FailedCandidate | None = None
         held = False
         final_index = len(resolution.candidates) - 1
-        call.watch = ClientWatch(call)
+        watches = state.watches
+        watches.watch(call)
         try:
             for index, candidate in enumerate(resolution.candidates):
                 if call.client_gone:  # no further candidate for a client that left
@@ -531,7 +532,7 @@ class InferenceApp:
                 try:
                     outcome = await self._try_candidate(call, state, candidate, provider, config,
                                                         exchange, upstream_body, admission, index)
-                except asyncio.CancelledError:  # a server stop, or the client left (ClientWatch)
+                except asyncio.CancelledError:  # a server stop, or the client left (ClientWatches)
                     if call.provider_working and not call.response_started:
                         # Cut while the provider worked on it: it bills what it was sent, so the
                         # gateway bills the prompt too (estimated) and records the request.
@@ -568,8 +569,7 @@ class InferenceApp:
                 await self._account_failure(call, state, last, held=True)
             raise
         finally:
-            call.watch.stop()
-            call.watch = None
+            watches.unwatch(call)
         if last is None:
             if denial is not None:
                 raise denial
@@ -942,8 +942,7 @@ class InferenceApp:
 
         # One task watches the client; the stream itself is pumped by this request's own
         # task (a second task and asyncio.wait cost more than the rest of a short stream).
-        if call.watch is not None:
-            call.watch.stop()  # this one takes over: one reader of the client at a time
+        state.watches.unwatch(call)  # this one takes over: one reader of the client at a time
         watcher = asyncio.get_running_loop().create_task(watch())
         stopped: asyncio.CancelledError | None = None
         broken: Exception | None = None
@@ -1030,36 +1029,63 @@ class InferenceApp:
         return stopped
 
 
-class ClientWatch:
-    """Notices a client that leaves before its answer starts, and stops the provider's work
-    on its request.
+class ClientWatches:
+    """Notices clients that leave before their answer starts, and stops the provider's work
+    on their requests: one per worker, not a timer per request.
 
-    Created for every inference request, it only schedules a timer; a request still waiting
-    after :data:`CLIENT_WATCH_DELAY_S` gets a task that reads the client's next ASGI message
-    (the body was read already: the next one is its disconnect). Then ``client_gone`` is set
-    and, while the provider works on the request, the request's task is cancelled: aiohttp
-    closes the upstream connection, and the request is recorded as 499 with its prompt
-    billed (providers bill a request they received). Between attempts the flag alone stops
-    the retries and fallbacks. A stream's own watcher takes over once its answer starts.
+    A request is entered (:meth:`watch`) once its body is read and left (:meth:`unwatch`)
+    when it ends or its stream takes over watching. One sweeper task, running only while
+    some request is entered, looks every half :attr:`delay_s`: a request entered at least
+    :attr:`delay_s` ago gets a task that reads its client's next ASGI message (the body was
+    read already: the next one is its disconnect). Then ``client_gone`` is set and, while
+    the provider works on the request, the request's task is cancelled: aiohttp closes the
+    upstream connection, and the request is recorded as 499 with its prompt billed
+    (providers bill a request they received). Between attempts the flag alone stops the
+    retries and fallbacks. Requests shorter than the delay cost two dictionary operations.
+
+    Nothing here and the request refer to each other: entries are dropped on :meth:`unwatch`
+    (a cycle per request would be left to the garbage collector, whose full collections
+    stall the event loop for tens of milliseconds).
     """
 
-    __slots__ = ("call", "task", "timer", "watcher")
+    __slots__ = ("_sweeper", "_waiting", "_watchers", "delay_s")
 
-    def __init__(self, call: Call) -> None:
-        self.call: Call | None = call
-        self.task: asyncio.Task[Any] | None = asyncio.current_task()
-        self.watcher: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
-            CLIENT_WATCH_DELAY_S, self._start)
+    def __init__(self, delay_s: float = CLIENT_WATCH_DELAY_S) -> None:
+        self.delay_s = delay_s
+        # Entered and not watched yet, oldest first: (since, the request's task).
+        self._waiting: dict[Call, tuple[float, asyncio.Task[Any] | None]] = {}
+        self._watchers: dict[Call, asyncio.Task[None]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
-    def _start(self) -> None:
-        self.timer = None
-        self.watcher = asyncio.get_running_loop().create_task(self._watch())
+    def watch(self, call: Call) -> None:
+        self._waiting[call] = (time.perf_counter(), asyncio.current_task())
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
-    async def _watch(self) -> None:
-        call = self.call
-        if call is None:
-            return
+    def unwatch(self, call: Call) -> None:
+        if self._waiting.pop(call, None) is None:
+            watcher = self._watchers.pop(call, None)
+            if watcher is not None:
+                watcher.cancel()
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._waiting:
+                await asyncio.sleep(self.delay_s / 2)
+                ripe = time.perf_counter() - self.delay_s
+                due = []
+                for call, (since, task) in self._waiting.items():
+                    if since > ripe:
+                        break  # entered in order: the rest are younger
+                    due.append((call, task))
+                for call, task in due:
+                    del self._waiting[call]
+                    self._watchers[call] = loop.create_task(self._watch(call, task))
+        finally:
+            self._sweeper = None
+
+    async def _watch(self, call: Call, task: asyncio.Task[Any] | None) -> None:
         try:
             while (await call.receive())["type"] != "http.disconnect":
                 pass
@@ -1069,21 +1095,19 @@ class ClientWatch:
         if call.response_started:
             return
         call.client_gone = True
-        if call.provider_working and self.task is not None:
+        if call.provider_working and task is not None:
             call.cancelled_for_client = True
-            self.task.cancel()
+            task.cancel()
 
-    def stop(self) -> None:
-        """Cancel the timer or the task, and let go of the request: the request and its
-        watch refer to each other, and a cycle per request would be left to the garbage
-        collector (whose full collections stall the event loop for tens of milliseconds)."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.watcher is not None:
-            self.watcher.cancel()
-            self.watcher = None
-        self.call = self.task = None
+    def close(self) -> None:
+        """Cancel the sweeper and every watcher (the server has drained its requests)."""
+        for watcher in self._watchers.values():
+            watcher.cancel()
+        self._watchers.clear()
+        self._waiting.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
 
 class StreamRelay:

@@ -67,6 +67,7 @@ async def stop_data_plane(app: InferenceApp, settle_wait_s: float = SETTLE_WAIT_
     if app.active:
         logger.warning("shutdown: %d requests had not settled after %.0f s; their usage is "
                        "not flushed", app.active, settle_wait_s)
+    state.watches.close()
     try:
         await state.runtime.stop()
     finally:

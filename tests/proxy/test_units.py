@@ -481,3 +481,76 @@ def test_uncounted_stream_text_is_bounded_in_memory():
 ])
 def test_answer_length_counts_generated_text_and_tool_arguments(data, length):
     assert answer_length(data) == length
+
+
+def _watched_call(receive):
+    from gateway.proxy.app import Call
+
+    return Call(scope={}, receive=receive, send=None, started=0.0, request_id="r",
+                ledger_id="r", headers={}, operation="chat", dialect="openai", base_headers=[])
+
+
+def test_client_watches_read_the_client_only_of_requests_that_last():
+    import asyncio
+
+    from gateway.proxy.app import ClientWatches
+
+    async def scenario() -> tuple[int, int, bool]:
+        reads = {"short": 0, "long": 0}
+        gone = asyncio.Event()
+
+        def receiver(name):
+            async def receive():
+                reads[name] += 1
+                if name == "long":
+                    gone.set()
+                    return {"type": "http.disconnect"}
+                await asyncio.Event().wait()  # a client that stays
+            return receive
+
+        watches = ClientWatches(delay_s=0.05)
+        short, long = _watched_call(receiver("short")), _watched_call(receiver("long"))
+        long.provider_working = True
+        worker = asyncio.get_running_loop().create_task(asyncio.sleep(10))  # "the request"
+
+        async def run_long():
+            watches.watch(long)
+            try:
+                await worker
+            finally:
+                watches.unwatch(long)
+
+        long_task = asyncio.get_running_loop().create_task(run_long())
+        watches.watch(short)
+        await asyncio.sleep(0.01)
+        watches.unwatch(short)  # answered before the delay: its client is never read
+        await asyncio.wait_for(gone.wait(), 2)
+        with contextlib.suppress(asyncio.CancelledError):
+            await long_task  # cancelled by the watch: the client left while the provider worked
+        await asyncio.sleep(0.1)  # nothing left entered: the sweeper ends on its own
+        leftover = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        return reads["short"], reads["long"], long.client_gone and long.cancelled_for_client \
+            and not leftover
+
+    short_reads, long_reads, cancelled = asyncio.run(scenario())
+    assert (short_reads, long_reads, cancelled) == (0, 1, True)
+
+
+def test_client_watches_close_cancels_the_sweeper_and_the_watchers():
+    import asyncio
+
+    from gateway.proxy.app import ClientWatches
+
+    async def scenario() -> list[asyncio.Task]:
+        async def stays():
+            await asyncio.Event().wait()
+
+        watches = ClientWatches(delay_s=0.02)
+        for _ in range(3):
+            watches.watch(_watched_call(stays))
+        await asyncio.sleep(0.1)  # watched by now
+        watches.close()
+        await asyncio.sleep(0)
+        return [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+
+    assert asyncio.run(scenario()) == []
