@@ -134,19 +134,15 @@ def _insert_plan(connection: Any) -> _InsertPlan:
               if not field.primary_key}
     assert set(fields) == set(RECORD_COLUMNS), "RECORD_COLUMNS must name every record field"
     ops = connection.ops
-    when = ops.adapt_datetimefield_value
     uuid = functools.lru_cache(maxsize=4096)(
         functools.partial(fields["virtual_key_id"].get_db_prep_save, connection=connection))
-    cost_field = fields["cost"]
-    money = functools.partial(ops.adapt_decimalfield_value, max_digits=cost_field.max_digits,
-                              decimal_places=cost_field.decimal_places)
-    utc = UTC
-    from_timestamp = datetime.fromtimestamp
+    sqlite = connection.vendor == "sqlite"
+    when, money = _sqlite_conversions(connection) if sqlite else _conversions(connection)
 
     def row(event: UsageEvent) -> tuple[Any, ...]:
         return (
             event.request_id,
-            when(from_timestamp(event.created_at, utc)),
+            when(event.created_at),
             uuid(event.virtual_key_id or None),
             event.virtual_key_name[:255],
             uuid(event.team_id or None),
@@ -164,7 +160,7 @@ def _insert_plan(connection: Any) -> _InsertPlan:
             event.cached_tokens,
             event.cache_write_tokens,
             event.reasoning_tokens,
-            money(Decimal(event.cost_nanos).scaleb(-9)),  # exact, 9 places
+            money(event.cost_nanos),
             event.priced,
             event.latency_ms,
             event.overhead_ms,
@@ -176,7 +172,6 @@ def _insert_plan(connection: Any) -> _InsertPlan:
 
     quote = ops.quote_name
     columns = ", ".join(quote(fields[name].column) for name in RECORD_COLUMNS)
-    sqlite = connection.vendor == "sqlite"
     plan = _INSERT_PLANS[connection.vendor] = _InsertPlan(
         prefix=f"INSERT INTO {quote(UsageRecord._meta.db_table)} ({columns}) VALUES",
         values="(" + ", ".join(["?" if sqlite else "%s"] * len(RECORD_COLUMNS)) + ")",
@@ -190,6 +185,48 @@ def _insert_plan(connection: Any) -> _InsertPlan:
                                       _parameters_max(connection) // len(RECORD_COLUMNS))),
         row=row, driver_cursor=sqlite)
     return plan
+
+
+Conversion = Callable[[Any], Any]
+NANOS = 1_000_000_000
+
+
+def _conversions(connection: Any) -> tuple[Conversion, Conversion]:
+    """An event's ``created_at`` (epoch seconds) and ``cost_nanos`` as the database backend's
+    own adapters give a ``UsageRecord``'s datetime and decimal to its driver."""
+    ops = connection.ops
+    cost_field = UsageRecord._meta.get_field("cost")
+    adapt_datetime, adapt_decimal = ops.adapt_datetimefield_value, ops.adapt_decimalfield_value
+    from_timestamp = datetime.fromtimestamp
+
+    def when(created_at: float) -> Any:
+        return adapt_datetime(from_timestamp(created_at, UTC))
+
+    def money(cost_nanos: int) -> Any:
+        return adapt_decimal(Decimal(cost_nanos).scaleb(-9), cost_field.max_digits,
+                             cost_field.decimal_places)  # exact: 9 places
+
+    return when, money
+
+
+def _sqlite_conversions(connection: Any) -> tuple[Conversion, Conversion]:
+    """The same values as :func:`_conversions` on SQLite, without Django's adapters on the
+    way (this runs once per record, holding the GIL the data plane needs): a datetime is
+    stored as the text of its naive form in the connection's time zone, and a decimal as
+    text the column's numeric affinity converts (Django registers ``str`` as the driver's
+    adapter for ``Decimal``; the digits here are the same number)."""
+    zone = connection.timezone
+    from_timestamp = datetime.fromtimestamp
+
+    def when(created_at: float) -> str:
+        return str(from_timestamp(created_at, zone).replace(tzinfo=None))
+
+    def money(cost_nanos: int) -> str:
+        if cost_nanos < 0:  # never for a cost the gateway computed; kept exact all the same
+            return str(Decimal(cost_nanos).scaleb(-9))
+        return f"{cost_nanos // NANOS}.{cost_nanos % NANOS:09d}"
+
+    return when, money
 
 
 def write_records(events: Sequence[UsageEvent]) -> int:

@@ -12,6 +12,8 @@ import orjson
 import pytest
 import redis
 import time_machine
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from governance.ledger import MemoryLedger, Reservation
 from governance.ledger import Usage as LedgerUsage
@@ -83,6 +85,37 @@ def test_every_event_field_reaches_its_record_column():
     # The same records are found by the filters the usage API uses.
     assert UsageRecord.objects.filter(virtual_key_id=key_id, team_id=team_id,
                                       created_at__gte=created).count() == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(created_at=st.floats(min_value=0, max_value=253_402_300_799, allow_nan=False),
+       cost_nanos=st.integers(min_value=0, max_value=10**18))
+@example(created_at=1_764_633_599.9999996, cost_nanos=0)  # rounds up to the next day
+@example(created_at=1_764_633_600.0, cost_nanos=1)  # no microseconds; a lone nano-dollar
+def test_sqlite_records_store_what_djangos_own_adapters_would(created_at, cost_nanos):
+    # The SQLite writer skips Django's adapters (they hold the GIL the data plane needs):
+    # it must store the same datetime text, and a decimal text that the column's numeric
+    # affinity turns into the same value as the text of the Decimal Django would bind.
+    import sqlite3
+
+    from django.db.utils import ConnectionHandler
+
+    from governance.tasks import _conversions, _sqlite_conversions
+
+    django_sqlite = ConnectionHandler({"default": {"ENGINE": "django.db.backends.sqlite3",
+                                                   "NAME": ":memory:"}})["default"]
+    ours = _sqlite_conversions(django_sqlite)
+    djangos = _conversions(django_sqlite)
+    assert ours[0](created_at) == djangos[0](created_at)
+    assert Decimal(ours[1](cost_nanos)) == Decimal(cost_nanos).scaleb(-9)  # exact digits
+    with sqlite3.connect(":memory:") as database:
+        database.execute("CREATE TABLE t (ours decimal, djangos decimal)")
+        database.execute("INSERT INTO t VALUES (?, ?)", (ours[1](cost_nanos),
+                                                         str(djangos[1](cost_nanos))))
+        stored_ours, stored_djangos = database.execute(
+            "SELECT ours, djangos FROM t").fetchone()
+    assert (stored_ours, type(stored_ours)) == (stored_djangos, type(stored_djangos))
+    django_sqlite.close()
 
 
 @pytest.mark.django_db
