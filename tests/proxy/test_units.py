@@ -506,6 +506,7 @@ def test_client_watches_read_the_client_only_of_requests_that_last():
                     gone.set()
                     return {"type": "http.disconnect"}
                 await asyncio.Event().wait()  # a client that stays
+                return {"type": "http.disconnect"}
             return receive
 
         watches = ClientWatches(delay_s=0.05)
