@@ -36,17 +36,50 @@ def current_version() -> int:
     return _local_version
 
 
+# While a bump could not reach Redis: the thread that retries it (one per process; the
+# bumps that fail meanwhile need no more than the one increment it makes).
+RETRY_INTERVAL_S = 1.0
+_retrying: threading.Thread | None = None
+_retry_wakeup = threading.Event()
+
+
 def bump_now() -> int:
     global _local_version
     if settings.REDIS_URL:
         try:
             return int(_redis_client().incr(REDIS_KEY))
-        except Exception:  # the write is committed; workers catch up on their next poll
-            logger.exception("could not bump the config version in Redis")
+        except Exception:  # the write is committed: the bump is retried until Redis answers
+            logger.exception("could not bump the config version in Redis; retrying every "
+                             "%.0f s until it answers", RETRY_INTERVAL_S)
+            _retry_in_background()
             return -1
     with _lock:
         _local_version = next(_local_counter)
         return _local_version
+
+
+def _retry_in_background() -> None:
+    """Bump the version once Redis answers again. Workers that could not poll during the
+    outage rebuild their snapshot once it ends anyway (``governance.runtime``); this covers
+    an outage of the writing process alone, whose change the workers could not learn of."""
+    global _retrying
+    with _lock:
+        if _retrying is not None and _retrying.is_alive():
+            return
+        _retrying = threading.Thread(target=_retry_until_bumped, name="config-version-bump",
+                                     daemon=True)
+        _retrying.start()
+
+
+def _retry_until_bumped() -> None:
+    while not _retry_wakeup.wait(RETRY_INTERVAL_S):
+        try:
+            version = int(_redis_client().incr(REDIS_KEY))
+        except Exception as exc:
+            logger.debug("config version bump still failing: %s", exc)
+            continue
+        logger.info("config version bumped to %d once Redis answered again", version)
+        return
 
 
 def bump_on_commit() -> None:

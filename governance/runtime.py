@@ -145,7 +145,9 @@ class GovernanceRuntime:
         while True:
             await asyncio.sleep(self.poll_s)
             try:
-                await self.refresh()
+                # After an outage: rebuilt whatever the version says. A change committed
+                # meanwhile may not have moved it (its writer could not reach Redis either).
+                await self.refresh(force=failing)
             except Exception as exc:
                 if not failing:  # once per outage, not twice a second
                     logger.exception("snapshot refresh failed; keeping the previous snapshot")

@@ -198,3 +198,75 @@ async def test_a_stop_with_redis_unreachable_says_how_many_usage_events_are_lost
     await runtime.stop()
     assert "stopping with 3 usage event(s) that could not be sent to Redis; they are lost" \
         in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_change_made_during_a_redis_outage_is_served_once_it_ends():
+    """A change committed while Redis was unreachable did not move the version (its writer
+    could not reach Redis either): the workers rebuild once their polls succeed again."""
+    import asyncio
+
+    import redis
+    from asgiref.sync import sync_to_async
+
+    from governance.models import VirtualKey
+
+    class FlakyRedis:
+        down = False
+
+        async def get(self, key):
+            if self.down:
+                raise redis.ConnectionError("Connection refused")
+            return b"7"  # never moves: the bump was lost with Redis
+
+    key = await sync_to_async(VirtualKeyFactory)(name="revoked-in-the-outage")
+    client = FlakyRedis()
+    runtime = GovernanceRuntime(ledger=MemoryLedger(), sink=MemorySink(), embedded=False,
+                                redis_client=client, poll_ms=20)
+    await runtime.refresh(force=True)
+    assert any(item.id == str(key.pk) and item.is_active
+               for item in runtime.snapshot.keys_by_hash.values())
+    loop = asyncio.get_running_loop().create_task(runtime._poll_loop())
+    try:
+        client.down = True
+        await asyncio.sleep(0.1)
+        await sync_to_async(VirtualKey.objects.filter(pk=key.pk).update)(is_active=False)
+        client.down = False
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if not any(item.id == str(key.pk) and item.is_active
+                       for item in runtime.snapshot.keys_by_hash.values()):
+                break
+    finally:
+        loop.cancel()
+    assert runtime.snapshot.version == 7
+    assert not any(item.id == str(key.pk) and item.is_active
+                   for item in runtime.snapshot.keys_by_hash.values())
+
+
+def test_a_version_bump_that_failed_is_retried_until_redis_answers(monkeypatch, settings):
+    import time
+
+    import redis
+
+    from gateway import config_version
+
+    calls = []
+
+    class FlakyRedis:
+        def incr(self, key):
+            calls.append(key)
+            if len(calls) < 3:
+                raise redis.ConnectionError("Connection refused")
+            return 42
+
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    monkeypatch.setattr(config_version, "_redis_client", FlakyRedis)
+    monkeypatch.setattr(config_version, "RETRY_INTERVAL_S", 0.2)
+    assert config_version.bump_now() == -1
+    assert config_version.bump_now() == -1  # a second failure starts no second thread
+    deadline = time.monotonic() + 5
+    while len(calls) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)
+    assert len(calls) == 3  # retried until it answered, then no more
