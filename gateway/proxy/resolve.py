@@ -2,11 +2,13 @@
 
 1. a matching routing rule (its target, then its fallbacks);
 2. else ``provider/model`` when the prefix names a provider;
-3. else the key's provider configs that allow the bare model: one chosen by weight, the
+3. else the key's provider configs that list the bare model: one chosen by weight, the
    others as fallbacks by descending weight (Bifrost's transport load balancing);
 4. else a model alias with its strategy (``weighted``, ``priority``, ``least_busy``,
-   ``lowest_latency`` from a moving average);
-5. else 404 ``model_not_found``.
+   ``lowest_latency`` from a moving average), through the routes the key may use;
+5. else the key's provider configs that allow every model (``["*"]``), as in 3, narrowed
+   to the providers the price catalog knows the model for when there are some;
+6. else 404 ``model_not_found``.
 
 The request's own ``fallbacks`` (``provider/model`` strings) come after the resolved ones.
 """
@@ -16,9 +18,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.errors import ModelNotFound
 from routing.engine import Capacity, RoutingContext, RoutingEngine
+
+ALL_MODELS = ("*",)  # a provider config's allowed models when it allows every one
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,54 @@ def _alias_order(alias: object, stats: RouteStats, rng: random.Random) -> list[C
     return [Candidate(route.provider, route.model) for route in ordered]
 
 
+def _bare_model_candidates(snapshot: object, key: object | None, model: str,
+                           request_type: str, stats: RouteStats,
+                           rng: random.Random) -> list[Candidate]:
+    """A model named without its provider, in this order:
+
+    1. the key's provider configs that list the model by name (weighted);
+    2. a model alias of that name (its strategy), through the routes the key may use;
+    3. the key's provider configs that allow every model (weighted), narrowed to those
+       whose provider the price catalog knows the model for when some are (a key allowed
+       everything on an OpenAI and an Anthropic provider sends ``gpt-4o`` to the first).
+
+    An alias comes before "every model": otherwise no key allowed everything could use one,
+    and its name would go to a provider as if it were a model.
+    """
+    providers = snapshot.providers  # type: ignore[attr-defined]
+    configs = [config for config in key.provider_configs.values()  # type: ignore[attr-defined]
+               if config.provider in providers and config.allows_model(model)
+               ] if key is not None else []
+    named = [config for config in configs if config.allowed_models != ALL_MODELS]
+    if named:
+        return _weighted_configs(named, model, rng)
+    alias = snapshot.aliases.get(model)  # type: ignore[attr-defined]
+    if alias is not None and alias.routes:
+        routes = _alias_order(alias, stats, rng)
+        if key is None:
+            return routes
+        usable = [route for route in routes if _key_allows(key, route)]
+        return usable or routes  # none usable: the first answers why (403)
+    if len(configs) > 1:
+        pricer = snapshot.pricer  # type: ignore[attr-defined]
+        known = [config for config in configs
+                 if pricer.resolve(config.provider, model, request_type).rates is not None]
+        configs = known or configs
+    return _weighted_configs(configs, model, rng)
+
+
+def _weighted_configs(configs: Sequence[Any], model: str,
+                      rng: random.Random) -> list[Candidate]:
+    weighted = [(config.provider, config.weight if config.weight is not None else 1.0)
+                for config in configs]
+    return [Candidate(str(name), model) for name in weighted_order(weighted, rng)]
+
+
+def _key_allows(key: object, candidate: Candidate) -> bool:
+    config = key.provider_configs.get(candidate.provider)  # type: ignore[attr-defined]
+    return config is not None and config.allows_model(candidate.model)
+
+
 def parse_fallback(text: str, providers: Mapping[str, object]) -> Candidate | None:
     provider, model = split_model(text, providers)
     return Candidate(provider, model) if provider else None
@@ -136,18 +189,7 @@ def resolve(snapshot: object, engine: RoutingEngine, *, key: object | None, requ
     if provider:
         candidates.append(Candidate(provider, model, pinned))
     else:
-        configs = []
-        if key is not None:
-            configs = [(config.provider, config.weight if config.weight is not None else 1.0)
-                       for config in key.provider_configs.values()  # type: ignore[attr-defined]
-                       if config.allows_model(model) and config.provider in providers]
-        if configs:
-            candidates.extend(Candidate(str(name), model)
-                              for name in weighted_order(configs, rng))
-        else:
-            alias = snapshot.aliases.get(model)  # type: ignore[attr-defined]
-            if alias is not None and alias.routes:
-                candidates.extend(_alias_order(alias, stats, rng))
+        candidates = _bare_model_candidates(snapshot, key, model, request_type, stats, rng)
     if not candidates:
         raise ModelNotFound(
             f"Model '{requested}' not found: use 'provider/model', a model the virtual key's "

@@ -309,6 +309,10 @@ class _Config:
     weight: float | None
     models: tuple[str, ...]
 
+    @property
+    def allowed_models(self) -> tuple[str, ...]:
+        return self.models
+
     def allows_model(self, model: str) -> bool:
         return self.models == ("*",) or model in self.models
 
@@ -333,10 +337,23 @@ class _Alias:
     routes: tuple
 
 
+@dataclass(frozen=True)
+class _Pricer:
+    """Knows (prices) the (provider, model) pairs it was given."""
+
+    known: frozenset = frozenset()
+
+    def resolve(self, provider: str, model: str, request_type: str):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(rates=object() if (provider, model) in self.known else None)
+
+
 @dataclass
 class _Snapshot:
     providers: dict = field(default_factory=lambda: {"openai": 1, "claude": 1, "azure": 1})
     aliases: dict = field(default_factory=dict)
+    pricer: _Pricer = field(default_factory=_Pricer)
 
 
 def _resolve(snapshot, key, model, *, stats=None, fallbacks=(), seed=0):
@@ -364,6 +381,46 @@ def test_key_configs_pick_by_weight_and_fall_back_by_weight():
     share = sum(c[0].provider == "openai" for c in firsts) / len(firsts)
     assert 0.65 < share < 0.85
     assert all(len(c) == 2 for c in firsts)
+
+
+def test_a_bare_model_goes_to_the_providers_the_catalog_knows_it_for():
+    # A key allowed every model of an OpenAI and an Anthropic provider: gpt-4o goes to the
+    # provider whose catalog prices it; a model no catalog knows may go to either.
+    key = _Key({"openai": _Config("openai", 1.0, ("*",)), "claude": _Config("claude", 1.0, ("*",))})
+    snapshot = _Snapshot(pricer=_Pricer(frozenset({("openai", "gpt-4o"),
+                                                   ("claude", "claude-sonnet-4-5")})))
+    for seed in range(50):
+        assert [c.provider for c in _resolve(snapshot, key, "gpt-4o", seed=seed).candidates] \
+            == ["openai"]
+        assert [c.provider for c in _resolve(snapshot, key, "claude-sonnet-4-5",
+                                             seed=seed).candidates] == ["claude"]
+    unknown = {_resolve(snapshot, key, "my-finetune", seed=seed).candidates[0].provider
+               for seed in range(50)}
+    assert unknown == {"openai", "claude"}
+
+
+def test_an_alias_comes_before_every_model_but_after_a_model_listed_by_name():
+    smart = _Alias("priority", (_Route("openai", "gpt-4o-mini", 1.0, 1),
+                                _Route("claude", "claude-haiku", 1.0, 2)))
+    snapshot = _Snapshot(aliases={"smart": smart})
+    everything = _Key({"openai": _Config("openai", 1.0, ("*",)),
+                       "claude": _Config("claude", 1.0, ("*",))})
+    assert _resolve(snapshot, everything, "smart").candidates == (
+        Candidate("openai", "gpt-4o-mini"), Candidate("claude", "claude-haiku"))
+    listed = _Key({"azure": _Config("azure", 1.0, ("smart",)),
+                   "openai": _Config("openai", 1.0, ("*",))})
+    assert _resolve(snapshot, listed, "smart").candidates == (Candidate("azure", "smart"),)
+
+
+def test_an_alias_skips_the_routes_the_key_may_not_use():
+    smart = _Alias("priority", (_Route("openai", "gpt-4o", 1.0, 1),
+                                _Route("openai", "gpt-4o-mini", 1.0, 2)))
+    snapshot = _Snapshot(aliases={"smart": smart})
+    mini_only = _Key({"openai": _Config("openai", 1.0, ("gpt-4o-mini",))})
+    assert _resolve(snapshot, mini_only, "smart").candidates == (
+        Candidate("openai", "gpt-4o-mini"),)
+    nothing = _Key({"claude": _Config("claude", 1.0, ("*",))})  # none usable: 403 says why
+    assert _resolve(snapshot, nothing, "smart").candidates[0] == Candidate("openai", "gpt-4o")
 
 
 def test_alias_strategies():
