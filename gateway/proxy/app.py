@@ -111,6 +111,10 @@ NOTHING = Reservation()  # what a request with no limits reserves
 # What ends a stream on the provider's side (anything else that ends one is a bug of ours).
 STREAM_BREAKS = (aiohttp.ClientError, OSError, TimeoutError, translation.TranslationError,
                  MalformedEvent)
+# Answers to a request the gateway sent its provider more than once carry
+# ``x-should-retry: false`` (honoured by the official OpenAI and Anthropic SDKs).
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+SHOULD_NOT_RETRY = (b"x-should-retry", b"false")
 END_OF_STREAM_WAIT_S = 1.0  # for the last bytes of a stream cut short
 # A request still waiting for its provider after this long (at most half as long again) gets a
 # task that watches for its client leaving (see ClientWatches); shorter ones never get one.
@@ -399,6 +403,10 @@ class InferenceApp:
         call.response_started = True
         headers = [*call.base_headers, *encode_headers(error_headers(error)),
                    self._overhead(call)]
+        if call.upstream_attempts > 1 and error.status_code in RETRIED_STATUSES:
+            # The gateway retried the provider already (with backoff): the official SDKs
+            # would each retry the whole request again, multiplying the provider's calls.
+            headers.append(SHOULD_NOT_RETRY)
         await send_response(call.send, error.status_code, error_body(error, call.dialect), headers)
 
     @staticmethod
@@ -669,8 +677,16 @@ class InferenceApp:
                     key, breaker = option, candidate_breaker
                     break
             if key is None or breaker is None:
-                return last or Failure(NoProviderAvailable(
-                    f"Every key of provider '{provider.name}' has an open circuit"))
+                if last is not None:
+                    return last
+                unavailable = NoProviderAvailable(
+                    f"Every key of provider '{provider.name}' has an open circuit")
+                # retry-after: when the first of them lets a probe through
+                unavailable.retry_after_seconds = min(
+                    (state.breakers.get(option.id, provider.failure_threshold,
+                                        provider.open_seconds).seconds_until_probe(now)
+                     for option in ordered if option.id not in rejected), default=1.0)
+                return Failure(unavailable)
             request = upstream_request(provider.kind, provider.base_url, provider.api_version,
                                        key.value, exchange.upstream_operation,
                                        candidate.model, call.request_id, call.headers)

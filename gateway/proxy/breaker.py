@@ -36,6 +36,12 @@ class Breaker:
             return State.OPEN
         return State.HALF_OPEN
 
+    def seconds_until_probe(self, now: float) -> float:
+        """How long until an open circuit lets its probe through (0 when it is not open)."""
+        if self.opened_at is None:
+            return 0.0
+        return max(self.open_seconds - (now - self.opened_at), 0.0)
+
     def allow(self, now: float) -> bool:
         """May a request use this key now? Claims the probe slot when half-open."""
         state = self.state(now)

@@ -70,6 +70,8 @@ def test_retries_exhausted_returns_the_last_status(gateway, world):
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_error"
     assert len(upstream_calls(world)) == 3  # 1 + max_retries (2)
+    # the gateway retried already: the SDKs must not retry it all again (3 calls each)
+    assert response.headers["x-should-retry"] == "false"
     gateway.flush()
     [record] = UsageRecord.objects.all()
     assert (record.status_code, record.error_type) == (502, "upstream_error")
@@ -82,6 +84,22 @@ def test_429_from_the_provider_is_retried_honouring_a_short_retry_after(gateway,
                                               fail_key="ra"))
     assert response.status_code == 200
     assert time.monotonic() - started >= 0.2
+
+
+def test_a_single_failed_attempt_leaves_retrying_to_the_client(gateway, world):
+    set_provider(gateway, "mock", max_retries=0)
+    response = post(gateway, world, with_mock(status=500))
+    assert response.status_code == 502
+    assert "x-should-retry" not in response.headers
+
+
+def test_an_open_circuit_says_how_long_it_stays_open(gateway, world):
+    set_provider(gateway, "mock", max_retries=0, failure_threshold=1, open_seconds=30)
+    assert post(gateway, world, with_mock(status=500)).status_code == 502
+    time.sleep(1.2)
+    blocked = post(gateway, world)
+    assert blocked.status_code == 503
+    assert 28 <= int(blocked.headers["retry-after"]) <= 29  # not a bare 1: SDKs wait that long
 
 
 def test_client_errors_are_returned_as_they_are_without_retry(gateway, world):
@@ -142,6 +160,8 @@ def test_breaker_opens_then_probes_then_closes(gateway, world):
     blocked = post(gateway, world)
     assert blocked.status_code == 503
     assert blocked.json()["error"]["code"] == "no_provider_available"
+    assert blocked.headers["retry-after"] == "1"  # when the circuit lets its probe through
+    assert "x-should-retry" not in blocked.headers  # the provider was not called: SDKs may
     assert len(upstream_calls(world)) == before  # open: the provider was not called
     time.sleep(1.05)
     assert post(gateway, world, with_mock(status=500)).status_code == 502  # failed probe
