@@ -154,6 +154,7 @@ class Admission:
 
 
 DIGESTS_MAX = 10_000
+UNFINISHED_MAX = 100_000  # settles and releases kept for a retry during a ledger outage
 
 
 class Governor:
@@ -186,6 +187,11 @@ class Governor:
         # Started over with each snapshot, like _limits_cache: a deleted key's secret is
         # not kept, and a remembered digest is always a key of the snapshot.
         self._digests: tuple[object, dict[str, str]] = (None, {})
+        # Settles (with their usage) and releases (None) the ledger could not take, by
+        # admission id, oldest first: retried once it answers (retry_unfinished), so an
+        # outage does not keep their reservations counted and their concurrency slots
+        # taken until the windows and leases end.
+        self._unfinished: dict[str, Usage | None] = {}
 
     # -- identity and access -------------------------------------------------------------
 
@@ -317,8 +323,9 @@ class Governor:
         try:
             await self.ledger.settle(admission.request_id, actual)
         except LedgerUnavailable as exc:
-            self.outage_log.error("settle", "could not settle %s: %s", admission.request_id,
-                                  exc)
+            self.outage_log.error("settle", "could not settle %s (retried once the ledger "
+                                  "answers): %s", admission.request_id, exc)
+            self._keep_unfinished(admission.request_id, actual)
             return False
         return True
 
@@ -328,8 +335,41 @@ class Governor:
         try:
             await self.ledger.release(admission.request_id)
         except LedgerUnavailable as exc:
-            self.outage_log.error("release", "could not release %s (its lease expires on its "
-                                  "own): %s", admission.request_id, exc)
+            self.outage_log.error("release", "could not release %s (retried once the ledger "
+                                  "answers): %s", admission.request_id, exc)
+            self._keep_unfinished(admission.request_id, None)
+
+    def _keep_unfinished(self, admission_id: str, actual: Usage | None) -> None:
+        unfinished = self._unfinished
+        if admission_id not in unfinished and len(unfinished) >= UNFINISHED_MAX:
+            # the oldest goes: its reservation and lease end with their window or lease
+            del unfinished[next(iter(unfinished))]
+        unfinished[admission_id] = actual
+
+    def unfinished(self) -> int:
+        """Settles and releases waiting for the ledger to answer again."""
+        return len(self._unfinished)
+
+    async def retry_unfinished(self) -> int:
+        """Settle and release what an outage left unfinished, oldest first, until the ledger
+        fails again; returns how many went through. Both are idempotent in the ledger: one
+        that went through before its answer was lost finds nothing left to do."""
+        done = 0
+        while self._unfinished:
+            admission_id, actual = next(iter(self._unfinished.items()))
+            try:
+                if actual is None:
+                    await self.ledger.release(admission_id)
+                else:
+                    await self.ledger.settle(admission_id, actual)
+            except LedgerUnavailable:
+                break
+            self._unfinished.pop(admission_id, None)
+            done += 1
+        if done:
+            logger.info("settled or released %d request(s) the ledger could not take "
+                        "during its outage", done)
+        return done
 
     # -- the capacity view routing rules read --------------------------------------------
 

@@ -185,6 +185,11 @@ class GovernanceRuntime:
         the ledger's outage log held back once its failures stop."""
         while True:
             await asyncio.sleep(USAGE_VIEW_INTERVAL_S)
+            if self.governor.unfinished():
+                try:
+                    await self.governor.retry_unfinished()
+                except Exception:  # never end the loop
+                    logger.exception("retrying unfinished settles failed")
             await self.refresh_usage_view()
             self.governor.outage_log.flush()  # the count of an outage's last lines
 
@@ -249,6 +254,13 @@ class GovernanceRuntime:
             if not task.cancelled() and task.exception() is not None:
                 logger.error("background loop ended with an error", exc_info=task.exception())
         self._tasks = []
+        if self.governor.unfinished():  # once more; what is left ends with its window/lease
+            with contextlib.suppress(Exception):
+                await self.governor.retry_unfinished()
+            if self.governor.unfinished():
+                logger.warning("stopping with %d settle(s) or release(s) the ledger could not "
+                               "take; their reservations end with their windows and leases",
+                               self.governor.unfinished())
         try:
             written = await self.flush()
             if self.embedded:

@@ -318,6 +318,50 @@ async def test_ledger_down_fails_closed_by_default_and_open_when_asked():
         admission.__class__("x", (limit,), {}), LedgerUsage()) is False
 
 
+class _FlakyLedger(MemoryLedger):
+    """Refuses settles and releases while ``down``."""
+
+    down = False
+
+    async def settle(self, request_id, actual):
+        if self.down:
+            raise LedgerUnavailable("redis: connection refused")
+        await super().settle(request_id, actual)
+
+    async def release(self, request_id):
+        if self.down:
+            raise LedgerUnavailable("redis: connection refused")
+        await super().release(request_id)
+
+
+async def test_settles_and_releases_an_outage_refused_go_through_once_it_ends():
+    # A concurrency slot (and a reservation) whose release or settle the ledger could not
+    # take stayed taken until its lease ended: a key with 3 slots was refused for minutes.
+    from governance.durations import parse_duration
+    from governance.ledger import Window
+
+    slots = Limit("key:k:concurrency", Metric.CONCURRENT, 3, None, "k")
+    tokens = Limit("rate:k:tokens", Metric.TOKENS, 1000, Window(parse_duration("1h")), "k")
+    ledger = _FlakyLedger()
+    governor = Governor(ledger)
+    admissions = [await governor.admit(f"r{index}", [slots, tokens], Reservation(tokens=100))
+                  for index in range(3)]
+    ledger.down = True
+    assert await governor.settle(admissions[0], LedgerUsage(tokens=40)) is False
+    await governor.release(admissions[1])
+    assert await governor.settle(admissions[2], LedgerUsage(tokens=10)) is False
+    assert governor.unfinished() == 3
+    assert await governor.retry_unfinished() == 0  # still down: kept, in order
+    ledger.down = False
+    with pytest.raises(errors.ConcurrencyLimited):  # the three slots are still taken
+        await governor.admit("blocked", [slots, tokens], Reservation())
+    assert await governor.retry_unfinished() == 3
+    assert governor.unfinished() == 0
+    assert await ledger.usage(slots) == 0
+    assert await ledger.usage(tokens) == 50  # the settled usage, not the reservations
+    assert await governor.retry_unfinished() == 0  # nothing twice
+
+
 async def test_an_outage_logs_one_line_per_kind_and_interval_with_a_count(caplog):
     from governance.durations import parse_duration
     from governance.engine import Admission
@@ -336,7 +380,7 @@ async def test_an_outage_logs_one_line_per_kind_and_interval_with_a_count(caplog
             await governor.settle(Admission("s", (limit,), {}), LedgerUsage())
     assert [record.getMessage() for record in caplog.records] == [
         "ledger unavailable, refusing r0 (fail closed): redis: connection refused",
-        "could not settle s: redis: connection refused"]
+        "could not settle s (retried once the ledger answers): redis: connection refused"]
     now[0] += 12.5
     with pytest.raises(errors.GovernanceUnavailable):
         await governor.admit("later", [limit], Reservation())
