@@ -446,8 +446,7 @@ async def rebuild_counters(ledger: Ledger, *, now: float | None = None) -> int:
         return counted_amounts(limit_rows(), moment)
 
     amounts = await in_thread(compute)
-    for limit, amount in amounts:
-        await ledger.set_usage(limit, amount, moment)
+    await ledger.rebuild(amounts, moment)  # plus what requests in flight reserved
     return len(amounts)
 
 

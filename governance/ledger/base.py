@@ -191,7 +191,8 @@ def denial(violations: Sequence[tuple[Limit, int]], now: float) -> Denied:
     )
 
 
-_WRAPPED = ("admit", "settle", "release", "usage", "usage_many", "set_usage", "reset")
+_WRAPPED = ("admit", "settle", "release", "usage", "usage_many", "set_usage", "rebuild",
+            "reset")
 
 
 def _wrap_errors(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -255,6 +256,16 @@ class Ledger(ABC):
     async def set_usage(self, limit: Limit, amount: int, now: float | None = None) -> None:
         """Overwrite the counter of the window containing ``now`` (``SET``, not ``INCRBY``):
         how ``rebuild_counters`` restores derived counters from usage records."""
+
+    async def rebuild(self, amounts: Sequence[tuple[Limit, int]],
+                      now: float | None = None) -> None:
+        """Set each limit's counter of the window containing ``now`` to its amount (counted
+        from usage records) plus what requests in flight reserved on it: they settle
+        against their reservation, so without it they would take back what the rebuilt
+        counter never held. Backends that keep in-flight requests override this; the
+        default is :meth:`set_usage` alone."""
+        for limit, amount in amounts:
+            await self.set_usage(limit, amount, now)
 
     @abstractmethod
     async def reset(self, limit: Limit) -> None:

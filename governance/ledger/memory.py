@@ -238,6 +238,22 @@ class MemoryLedger(Ledger):
             self._counters[key] = max(int(amount), 0)
             self._expiry[key] = max(self._expiry.get(key, 0.0), expires_at)
 
+    async def rebuild(self, amounts: Sequence[tuple[Limit, int]],
+                      now: float | None = None) -> None:
+        with self._lock:
+            now = self.clock() if now is None else now
+            held: dict[str, int] = {}
+            for record in self._records.values():
+                for key, kind, amount in record.entries:
+                    if kind != _LEASE:
+                        held[key] = held.get(key, 0) + amount
+            for limit, amount in amounts:
+                if limit.metric is CONCURRENT:
+                    raise ValueError("concurrency slots are leases, not counters")
+                key, expires_at = self._key(limit, now)
+                self._counters[key] = max(int(amount), 0) + held.get(key, 0)
+                self._expiry[key] = max(self._expiry.get(key, 0.0), expires_at)
+
     async def reset(self, limit: Limit) -> None:
         with self._lock:
             key, _expires_at = self._key(limit, self.clock())

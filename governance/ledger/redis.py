@@ -18,6 +18,7 @@ injected clock, so tests that move the clock never race Redis expiry.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -152,9 +153,35 @@ class RedisLedger(Ledger):
         key, ttl = self._key(limit, now)
         await self.client.set(key, max(int(amount), 0), px=max(int(ttl * 1000), 1))
 
+    async def rebuild(self, amounts: Sequence[tuple[Limit, int]],
+                      now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        if any(limit.metric is Metric.CONCURRENT for limit, _amount in amounts):
+            raise ValueError("concurrency slots are leases, not counters")
+        held: dict[str, int] = {}
+        records = [key async for key in self.client.scan_iter(
+            match=f"{{{self.key_prefix}}}:request:*", count=1000)]
+        for start in range(0, len(records), REBUILD_BATCH):
+            for raw in await self.client.mget(records[start:start + REBUILD_BATCH]):
+                if raw is None:  # settled since the scan
+                    continue
+                for key, metric, reserved in json.loads(raw):
+                    if metric != Metric.CONCURRENT.value:
+                        held[key] = held.get(key, 0) + int(reserved)
+        # (a request that settles between the scan and the SET keeps its reservation
+        # counted: an overcount of one request at most per request, never an undercount)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for limit, amount in amounts:
+                key, ttl = self._key(limit, now)
+                pipe.set(key, max(int(amount), 0) + held.get(key, 0),
+                         px=max(int(ttl * 1000), 1))
+            await pipe.execute()
+
     async def reset(self, limit: Limit) -> None:
         key, _ttl = self._key(limit, self.clock())
         await self.client.delete(key)
 
+
+REBUILD_BATCH = 500  # in-flight records read per MGET by rebuild
 
 __all__ = ["RedisLedger"]

@@ -204,6 +204,29 @@ async def test_set_usage_overwrites_the_current_window(ledger: Ledger, clock: Fa
         await ledger.set_usage(concurrent_limit(1), 1)
 
 
+async def test_rebuild_keeps_what_requests_in_flight_reserved(ledger: Ledger) -> None:
+    # A rebuild while requests run: they settle against their reservations afterwards, so
+    # the rebuilt counters must hold those reservations, or their settles take back what
+    # was never there (a budget rebuilt during traffic ended at 0).
+    budget, rate, tokens = cost_limit(1_000_000), requests_limit(100), tokens_limit(10_000)
+    limits = [budget, rate, tokens, concurrent_limit(5)]
+    assert await ledger.admit("done", limits, Reservation(cost_nanos=500, tokens=50))
+    await ledger.settle("done", Usage(cost_nanos=300, tokens=30))
+    for name in ("a", "b"):  # in flight during the rebuild
+        assert await ledger.admit(name, limits, Reservation(cost_nanos=1_000, tokens=100))
+    # the records know the settled request only
+    await ledger.rebuild([(budget, 300), (rate, 1), (tokens, 30)])
+    await ledger.rebuild([(budget, 300), (rate, 1), (tokens, 30)])  # twice: the same
+    assert await ledger.usage_many([budget, rate, tokens]) == {
+        budget.id: 2_300, rate.id: 3, tokens.id: 230}
+    await ledger.settle("a", Usage(cost_nanos=700, tokens=70))
+    await ledger.release("b")
+    assert await ledger.usage_many([budget, rate, tokens]) == {
+        budget.id: 1_000, rate.id: 2, tokens.id: 100}  # exactly what was used
+    with pytest.raises(ValueError, match="leases"):
+        await ledger.rebuild([(concurrent_limit(1), 1)])
+
+
 async def test_usage_many_counts_live_leases(ledger: Ledger) -> None:
     slots, rate = concurrent_limit(3), requests_limit(10)
     assert await ledger.admit("a", [slots, rate], Reservation())

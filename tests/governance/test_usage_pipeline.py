@@ -276,11 +276,13 @@ async def test_rebuild_counters_sets_counters_from_records_idempotently(close_as
 
     budget, (tokens, requests) = await sync_to_async(setup)()
     ledger = MemoryLedger()
-    assert await ledger.admit("stale", [budget], Reservation(cost_nanos=77))
+    assert await ledger.admit("running", [budget], Reservation(cost_nanos=77))
     for _ in range(2):
         assert await rebuild_counters(ledger) == 3
-        assert await ledger.usage_many([budget, tokens, requests]) == {
-            budget.id: 2_001_500_000, tokens.id: 165, requests.id: 2}
+        assert await ledger.usage_many([budget, tokens, requests]) == {  # + what runs holds
+            budget.id: 2_001_500_077, tokens.id: 165, requests.id: 2}
+    await ledger.settle("running", LedgerUsage(cost_nanos=0))
+    assert await ledger.usage(budget) == 2_001_500_000
 
 
 @pytest.mark.django_db(transaction=True)
