@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import logging
 import random
 import time
@@ -36,6 +37,7 @@ from gateway.errors import (
     InvalidJSON,
     LimitExceeded,
     MethodNotAllowed,
+    ModelNotFound,
     NoProviderAvailable,
     NotFound,
     ProviderBlocked,
@@ -92,6 +94,9 @@ for _prefix in ("/v1", "/openai/v1", "/openai"):
     ROUTES[f"{_prefix}/models"] = ("models", "openai")
 ROUTES["/anthropic/v1/messages"] = ("messages", "anthropic")
 ROUTES["/anthropic/v1/models"] = ("models", "anthropic")
+# GET .../models/<id> (the id may hold slashes: "provider/model").
+MODEL_PATHS = tuple(f"{path}/" for path, route in ROUTES.items() if route[0] == "models")
+ANTHROPIC_PAGE_DEFAULT, ANTHROPIC_PAGE_MAX = 20, 1000  # Anthropic's list limits
 
 REQUEST_TYPES = {"chat": "chat_completion", "messages": "chat_completion",
                  "completions": "text_completion", "embeddings": "embedding"}
@@ -367,6 +372,9 @@ class InferenceApp:
                 await self._preflight(call, state)
                 return
             route = ROUTES.get(path.rstrip("/") or path)
+            model_id = ""
+            if route is None and path.startswith(MODEL_PATHS):
+                route, model_id = ("models", dialect), path.split("/models/", 1)[1]
             if route is None:
                 raise NotFound(f"No inference route {scope['method']} {path}")
             call.operation = route[0]
@@ -375,7 +383,7 @@ class InferenceApp:
             if call.operation == "models":
                 if scope["method"] != "GET":
                     raise MethodNotAllowed(f"{path} accepts GET", allow="GET, OPTIONS")
-                await self._models(call, state)
+                await self._models(call, state, model_id)
             else:
                 if scope["method"] != "POST":
                     raise MethodNotAllowed(f"{path} accepts POST", allow="POST, OPTIONS")
@@ -428,7 +436,9 @@ class InferenceApp:
 
     # -- GET /v1/models -----------------------------------------------------------------------
 
-    async def _models(self, call: Call, state: ProxyState) -> None:
+    async def _models(self, call: Call, state: ProxyState, model_id: str = "") -> None:
+        """The models this key may use (``GET .../models``), or one of them (``GET
+        .../models/<id>``, else 404), in the dialect's own shape."""
         runtime = state.runtime
         snapshot = runtime.snapshot
         key = runtime.governor.authenticate(snapshot, presented_key(call.headers))
@@ -447,11 +457,23 @@ class InferenceApp:
                 names += [(f"{config.provider}/{model}", config.provider)
                           for model in config.allowed_models]
         names += [(alias, "gateway") for alias in snapshot.aliases]
-        created = int(time.time())
-        data = [{"id": name, "object": "model", "created": created, "owned_by": owner}
-                for name, owner in dict(names).items()]
+        owners = dict(names)
+        created = int(snapshot.built_at)  # when this configuration took effect
+        anthropic = call.dialect == "anthropic"
+        if model_id:
+            owner = owners.get(model_id)
+            if owner is None:
+                raise ModelNotFound(f"The model '{model_id}' does not exist or this virtual "
+                                    f"key may not use it")
+            body: Any = (_anthropic_model(model_id, created) if anthropic
+                         else _openai_model(model_id, owner, created))
+        elif anthropic:
+            body = _anthropic_page(list(owners), created, _query(call.scope))
+        else:
+            body = {"object": "list", "data": [_openai_model(name, owner, created)
+                                               for name, owner in owners.items()]}
         call.response_started = True
-        await send_response(call.send, 200, orjson.dumps({"object": "list", "data": data}),
+        await send_response(call.send, 200, orjson.dumps(body),
                             [*call.base_headers, self._overhead(call)])
 
     # -- inference ------------------------------------------------------------------------------
@@ -1327,6 +1349,45 @@ def dollars_text(nanos: int) -> str:
     if not fraction:
         return str(whole)
     return f"{whole}.{fraction:09d}".rstrip("0")
+
+
+def _openai_model(name: str, owner: str, created: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": owner}
+
+
+def _anthropic_model(name: str, created: int) -> dict[str, Any]:
+    return {"type": "model", "id": name, "display_name": name,
+            "created_at": datetime.datetime.fromtimestamp(created, datetime.UTC)
+            .strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def _anthropic_page(names: list[str], created: int, query: dict[str, str]) -> dict[str, Any]:
+    """One page of Anthropic's model list: ``limit`` (1-1000, 20 by default), and
+    ``after_id`` or ``before_id`` (an id of the list) for the next or previous page."""
+    limit_text = query.get("limit", "")
+    valid = limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 5
+    limit = int(limit_text) if valid else ANTHROPIC_PAGE_DEFAULT
+    if limit_text and not (valid and 1 <= limit <= ANTHROPIC_PAGE_MAX):
+        raise BadRequest(f"limit: must be an integer between 1 and {ANTHROPIC_PAGE_MAX}",
+                         fields={"limit": ["out of range"]})
+    start, end = 0, len(names)
+    for field_name in ("after_id", "before_id"):
+        anchor = query.get(field_name)
+        if anchor is None:
+            continue
+        if anchor not in names:
+            raise BadRequest(f"{field_name}: no model '{anchor}' in the list",
+                             fields={field_name: ["unknown id"]})
+        if field_name == "after_id":
+            start = names.index(anchor) + 1
+        else:
+            end = names.index(anchor)
+    if "before_id" in query and "after_id" not in query:
+        start = max(end - limit, 0)
+    page = names[start:min(start + limit, end)]
+    return {"data": [_anthropic_model(name, created) for name in page],
+            "has_more": start + len(page) < end if "before_id" not in query else start > 0,
+            "first_id": page[0] if page else None, "last_id": page[-1] if page else None}
 
 
 def _query(scope: dict[str, Any]) -> dict[str, str]:

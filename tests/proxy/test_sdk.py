@@ -164,6 +164,36 @@ def test_embeddings_and_models(gateway, world):
         ("embedding", tokens("hello"), 0)
 
 
+def test_models_retrieve_and_the_anthropic_model_list(gateway, world):
+    world["key"].provider_configs.filter(provider=world["claude"]).update(
+        allowed_models=["claude-3-5-haiku-latest", "claude-sonnet-4-5"])
+    gateway.reload()
+    with openai_client(gateway, world["secret"]) as client:
+        model = client.models.retrieve("claude/claude-3-5-haiku-latest")
+        assert (model.id, model.owned_by, model.object) == (
+            "claude/claude-3-5-haiku-latest", "claude", "model")
+        assert client.models.retrieve("mock/gpt-4o-mini").owned_by == "mock"
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.models.retrieve("claude/claude-3-opus")  # not allowed for this key
+        assert caught.value.code == "model_not_found"
+    with anthropic_client(gateway, world["secret"]) as client:
+        listed = [model.id for model in client.models.list(limit=1000)]
+        assert {"claude/claude-3-5-haiku-latest", "claude/claude-sonnet-4-5"} <= set(listed)
+        first = client.models.list(limit=1)
+        assert [model.id for model in first.data] == listed[:1] and first.has_more
+        # the SDK pages through the whole list with after_id
+        assert [model.id for model in client.models.list(limit=7)] == listed
+        info = client.models.retrieve("claude/claude-sonnet-4-5")
+        assert (info.type, info.id, info.display_name) == (
+            "model", "claude/claude-sonnet-4-5", "claude/claude-sonnet-4-5")
+        assert info.created_at.year >= 2026
+        with pytest.raises(anthropic.NotFoundError):
+            client.models.retrieve("nope/nothing")
+        with pytest.raises(anthropic.BadRequestError):
+            client.models.list(limit=5000)
+    assert world["mock"].requests == []  # the gateway's own answers
+
+
 def test_completions(gateway, world):
     with openai_client(gateway, world["secret"]) as client:
         result = client.completions.create(model="mock/gpt-4o-mini", prompt="Say hi")

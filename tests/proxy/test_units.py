@@ -612,3 +612,31 @@ def test_client_watches_close_cancels_the_sweeper_and_the_watchers():
         return [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
 
     assert asyncio.run(scenario()) == []
+
+
+@pytest.mark.parametrize(("query", "ids", "has_more"), [
+    ({}, ["m0", "m1", "m2", "m3", "m4"], False),
+    ({"limit": "2"}, ["m0", "m1"], True),
+    ({"limit": "2", "after_id": "m1"}, ["m2", "m3"], True),
+    ({"limit": "2", "after_id": "m3"}, ["m4"], False),
+    ({"limit": "2", "before_id": "m3"}, ["m1", "m2"], True),
+    ({"limit": "2", "before_id": "m1"}, ["m0"], False),
+    ({"after_id": "m4"}, [], False),
+])
+def test_anthropic_model_pages(query, ids, has_more):
+    from gateway.proxy.app import _anthropic_page
+
+    page = _anthropic_page([f"m{index}" for index in range(5)], 1_800_000_000, query)
+    assert [item["id"] for item in page["data"]] == ids
+    assert page["has_more"] is has_more
+    assert (page["first_id"], page["last_id"]) == ((ids[0], ids[-1]) if ids else (None, None))
+
+
+@pytest.mark.parametrize("query", [{"limit": "0"}, {"limit": "1001"}, {"limit": "x"},
+                                   {"limit": "1" * 400}, {"limit": "\u0661"}, {"limit": "-1"},
+                                   {"after_id": "nope"}, {"before_id": ""}])
+def test_anthropic_model_pages_refuse_bad_queries(query):
+    from gateway.proxy.app import _anthropic_page
+
+    with pytest.raises(errors.BadRequest):
+        _anthropic_page(["m0"], 1_800_000_000, query)
