@@ -19,11 +19,13 @@ from gateway.admin_base import (
     BudgetInline,
     GatewayAdminForm,
     LimitOwnerAdmin,
+    ModelNamesField,
     RateLimitInline,
     ReadOnlyModelAdmin,
     flag_actions,
     get_actor,
     link_to,
+    model_names_text,
     render_secret_once,
     with_default_ordering,
 )
@@ -72,10 +74,11 @@ class ProviderKeyForm(GatewayAdminForm):
         help_text="Write-only and stored encrypted. Leave empty to keep the current value.",
     )
 
+    allowed_models = ModelNamesField(empty_means="every model", label="Allowed models")
+
     class Meta:
         model = ProviderKey
         fields = ("provider", "name", "value", "weight", "allowed_models", "is_enabled")
-        widgets = {"allowed_models": forms.Textarea(attrs={"rows": 2, "cols": 30})}
 
     def clean_value(self) -> str:
         value = self.cleaned_data.get("value") or ""
@@ -151,7 +154,7 @@ class ProviderAdmin(LimitOwnerAdmin):
 @admin.register(ProviderKey)
 class ProviderKeyAdmin(AuditedModelAdmin):
     form = ProviderKeyForm
-    list_display = ("__str__", "provider", "name", "value_hint", "weight", "allowed_models",
+    list_display = ("__str__", "provider", "name", "value_hint", "weight", "models_column",
                     "is_enabled", "updated_at")
     list_filter = (("provider", admin.RelatedOnlyFieldListFilter), "is_enabled")
     list_select_related = ("provider",)
@@ -161,6 +164,10 @@ class ProviderKeyAdmin(AuditedModelAdmin):
               "is_enabled", "created_at", "updated_at")
     readonly_fields = ("value_hint", "created_at", "updated_at")
     actions = flag_actions("is_enabled", on_label="Enable", off_label="Disable")
+
+    @admin.display(description="allowed models")
+    def models_column(self, obj: ProviderKey) -> str:
+        return model_names_text(obj.allowed_models, empty="every model")
 
 
 # --- model aliases ----------------------------------------------------------------------------

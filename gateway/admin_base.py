@@ -151,6 +151,62 @@ class GatewayAdminForm(forms.ModelForm):
 
 # --- autocomplete widgets that survive invalid ids ------------------------------------------
 
+class ModelNamesField(forms.CharField):
+    """A list of model names typed as an operator would: ``gpt-4o, gpt-4o-mini`` (commas or
+    new lines) or ``*``; a JSON array is taken too. Shown the same way. What an empty list
+    means is the form's to say (``empty_means``), next to the field."""
+
+    MAX_NAMES = 1000
+
+    def __init__(self, *, empty_means: str, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("max_length", 100_000)
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 2, "cols": 30}))
+        kwargs.setdefault("help_text", f"Model names separated by commas or new lines; "
+                                       f"* for every model; empty for {empty_means}.")
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return ", ".join(str(name) for name in value)
+        return value
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return value
+        text = (super().to_python(value) or "").strip()
+        if text.startswith(("[", "{")):
+            import json
+
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                raise ValidationError("is not valid JSON; or type the names separated by "
+                                      "commas", code="invalid") from None
+            return parsed  # as typed: the model's validator says what is wrong with it
+        names = [part.strip() for part in text.replace("\n", ",").split(",")]
+        names = list(dict.fromkeys(name for name in names if name))  # once each, in order
+        if len(names) > self.MAX_NAMES:
+            raise ValidationError(f"at most {self.MAX_NAMES} model names", code="invalid")
+        return names
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        try:
+            return self.to_python(data) != list(initial or [])
+        except ValidationError:
+            return True
+
+
+def model_names_text(names: Iterable[str] | None, *, empty: str) -> str:
+    """A list of allowed models for a changelist column: ``every model`` for ``*``."""
+    names = list(names or [])
+    if not names:
+        return empty
+    if names == ["*"]:
+        return "every model"
+    return ", ".join(names)
+
+
 def _valid_ids(widget: Any, value: Iterable[Any]) -> list[str]:
     remote = widget.field.remote_field
     target = remote.model._meta.get_field(getattr(remote, "field_name", None)

@@ -23,6 +23,7 @@ from gateway.admin_base import (
     BudgetInline,
     GatewayAdminForm,
     LimitOwnerAdmin,
+    ModelNamesField,
     RateLimitForm,
     RateLimitInline,
     ReadOnlyModelAdmin,
@@ -30,6 +31,7 @@ from gateway.admin_base import (
     get_actor,
     key_alignment,
     link_to,
+    model_names_text,
     money,
     prepare_budget_window,
     render_secret_once,
@@ -176,10 +178,19 @@ class VirtualKeyForm(GatewayAdminForm):
 
 
 class ProviderConfigForm(GatewayAdminForm):
+    allowed_models = ModelNamesField(empty_means="no model (the key may use none of this "
+                                                 "provider's models)", label="Allowed models")
+
     class Meta:
         model = VirtualKeyProviderConfig
         fields = ("virtual_key", "provider", "weight", "allowed_models", "allow_all_keys", "keys")
-        widgets = {"allowed_models": forms.Textarea(attrs={"rows": 2, "cols": 30})}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance._state.adding and "allowed_models" not in self.initial:
+            # A new config allows every model unless narrowed: an empty list allows none
+            # (the API's rule, Bifrost's), and saved unnoticed it refused every request.
+            self.initial["allowed_models"] = ["*"]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -328,13 +339,17 @@ class VirtualKeyAdmin(LimitOwnerAdmin):
 class ProviderConfigAdmin(LimitOwnerAdmin):
     owner_kind = "provider_config"
     form = ProviderConfigForm
-    list_display = ("__str__", "virtual_key", "provider", "weight", "allowed_models",
+    list_display = ("__str__", "virtual_key", "provider", "weight", "models_column",
                     "allow_all_keys", "budgets_column", "rate_limit_column")
     list_filter = (("provider", admin.RelatedOnlyFieldListFilter), "allow_all_keys")
     list_select_related = ("virtual_key", "provider")
     search_fields = ("virtual_key__name", "provider__name")
     autocomplete_fields = ("virtual_key", "provider", "keys")
     inlines = [BudgetInline, RateLimitInline]
+
+    @admin.display(description="allowed models")
+    def models_column(self, obj: VirtualKeyProviderConfig) -> str:
+        return model_names_text(obj.allowed_models, empty="none")
 
 
 # --- model configs ----------------------------------------------------------------------------

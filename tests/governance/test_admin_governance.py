@@ -577,3 +577,38 @@ def test_a_key_concurrency_below_one_says_at_least_one(admin_client_logged_in, v
     assert response.status_code == 200
     assert response.context["adminform"].form.errors["max_concurrent_requests"] == [
         "Ensure this value is greater than or equal to 1."]
+
+
+@pytest.mark.parametrize(("typed", "saved"), [
+    ("gpt-4o, gpt-4o-mini", ["gpt-4o", "gpt-4o-mini"]),
+    ("gpt-4o\r\n gpt-4o-mini ,", ["gpt-4o", "gpt-4o-mini"]),  # new lines, spaces, a trailing comma
+    ("gpt-4o, gpt-4o", ["gpt-4o"]),
+    ("*", ["*"]),
+    ('["gpt-4o"]', ["gpt-4o"]),  # JSON still works
+    ("", []),
+])
+def test_allowed_models_are_typed_as_names(admin_client_logged_in, typed, saved):
+    from governance.models import VirtualKeyProviderConfig
+
+    data = key_form(**management("provider_configs", total=1), **{
+        "provider_configs-0-provider": str(ProviderFactory().pk),
+        "provider_configs-0-allowed_models": typed,
+    })
+    response = admin_client_logged_in.post(admin_url(VirtualKey, "add"), data)
+    assert response.status_code == 200
+    assert VirtualKeyProviderConfig.objects.get().allowed_models == saved
+
+
+def test_a_new_provider_config_allows_every_model_until_narrowed(admin_client_logged_in):
+    # An empty list allows no model (the API's rule): the admin's blank row said [] and a
+    # key saved from it refused every request.
+    from governance.models import VirtualKeyProviderConfig
+
+    page = admin_client_logged_in.get(admin_url(VirtualKey, "add")).text
+    assert 'name="provider_configs-__prefix__-allowed_models"' in page
+    empty_row = page.split('name="provider_configs-__prefix__-allowed_models"', 1)[1]
+    assert empty_row.split("</textarea>", 1)[0].endswith(">\n*")
+    assert "empty for no model" in page
+    config = ProviderConfigFactory(allowed_models=[])
+    listing = admin_client_logged_in.get(admin_url(VirtualKeyProviderConfig, "changelist")).text
+    assert f">{config.provider}<" in listing and ">none<" in listing
