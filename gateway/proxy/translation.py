@@ -21,7 +21,9 @@ OpenAI request fields (``CHAT_FIELDS_*`` below; ``model`` is always replaced by 
   stream, tools, tool_choice, parallel_tool_calls, user / safety_identifier (metadata.user_id);
 * dropped (no Anthropic equivalent, or would be rejected): see ``CHAT_FIELDS_DROPPED``;
 * rejected: n > 1, legacy functions / function_call, custom (non-function) tools and tool
-  choices, input_audio and file_id content parts.
+  choices, input_audio and file_id content parts, a ``response_format`` other than text
+  (JSON mode and schemas would go unenforced), ``logprobs`` / ``top_logprobs`` asked for
+  (dropped when false).
 
 Content-part ``cache_control`` (the common gateway convention) is passed through and OpenAI's
 ``prompt_cache_breakpoint`` becomes ``cache_control: {"type": "ephemeral"}``.
@@ -461,6 +463,15 @@ def chat_to_messages_request(body: dict, *, model: str, default_max_tokens: int 
         raise TranslationError("functions: legacy function calling is not supported; use tools")
     if body.get("n") not in (None, 1):
         raise TranslationError("n: only one choice (n=1) can be requested from Anthropic")
+    response_format = body.get("response_format")
+    if response_format is not None and not (isinstance(response_format, dict)
+                                            and response_format.get("type") == "text"):
+        # Dropped, a client's JSON mode or schema would go unenforced and unnoticed.
+        raise TranslationError("response_format: JSON output (json_object, json_schema) is "
+                               "not translated for Anthropic models; ask for JSON in the "
+                               "prompt, or use a forced tool call")
+    if body.get("logprobs") or body.get("top_logprobs"):
+        raise TranslationError("logprobs: Anthropic models do not return log probabilities")
 
     system, turns = _convert_chat_messages(messages)
     if not turns:

@@ -346,8 +346,8 @@ def test_tool_choice_without_tools_is_dropped():
 
 def test_stream_user_and_dropped_openai_only_fields():
     dropped = {"frequency_penalty": 0.5, "presence_penalty": 0.1, "logit_bias": {"1": 2},
-               "logprobs": True, "top_logprobs": 2, "seed": 7, "n": 1,
-               "response_format": {"type": "json_object"}, "service_tier": "auto",
+               "logprobs": False, "top_logprobs": 0, "seed": 7, "n": 1,
+               "response_format": {"type": "text"}, "service_tier": "auto",
                "store": True, "metadata": {"a": "b"}, "stream_options": {"include_usage": True},
                "reasoning_effort": "low", "prompt_cache_key": "k", "verbosity": "low"}
     body = to_messages([{"role": "user", "content": "x"}], stream=True, user="u-42", **dropped)
@@ -406,6 +406,14 @@ def test_stream_user_and_dropped_openai_only_fields():
     ({"messages": [{"role": "system", "content": [{"type": "image_url"}]}]},
      r"messages\[0\]\.content\[0\]\.type: 'image_url' is not supported here"),
     ({"messages": [{"role": "user", "content": "x"}], "n": 2}, "n: only one choice"),
+    ({"messages": [{"role": "user", "content": "x"}],
+      "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {}}}},
+     "response_format: JSON output"),
+    ({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}},
+     "response_format: JSON output"),
+    ({"messages": [{"role": "user", "content": "x"}], "response_format": "json"},
+     "response_format: JSON output"),
+    ({"messages": [{"role": "user", "content": "x"}], "logprobs": True}, "logprobs: Anthropic"),
     ({"messages": [{"role": "user", "content": "x"}], "functions": [{"name": "f"}]},
      "functions: legacy"),
     ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
