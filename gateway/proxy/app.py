@@ -361,6 +361,8 @@ class InferenceApp:
         origin = headers.get("origin")
         cors_headers = state.cors.headers(origin) if state is not None and origin else []
         base_headers = encode_headers([("x-request-id", request_id), *cors_headers])
+        if dialect == "anthropic":  # the Anthropic SDK's request_id
+            base_headers.append((b"request-id", base_headers[0][1]))
         call = Call(scope=scope, receive=receive, send=send, started=started,
                     request_id=request_id,
                     ledger_id=request_id if request_id != headers.get("x-request-id")

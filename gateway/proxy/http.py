@@ -24,8 +24,12 @@ DROPPED_RESPONSE_HEADERS = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
     b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"content-length",
     b"content-encoding", b"set-cookie", b"authorization", b"www-authenticate", b"api-key",
-    b"x-api-key", b"cookie", b"x-request-id", b"date", b"server", b"alt-svc", b"content-type",
+    b"x-api-key", b"cookie", b"date", b"server", b"alt-svc", b"content-type",
 })
+# The provider's own request ids, which its support asks for: kept under another name (the
+# gateway's own id is x-request-id, and request-id in Anthropic's dialect).
+PROVIDER_REQUEST_ID_HEADERS = frozenset({b"x-request-id", b"request-id"})
+PROVIDER_REQUEST_ID = b"x-provider-request-id"
 EXPOSED_HEADERS = ("x-request-id, x-gateway-provider, x-gateway-model, x-gateway-routing-rule, "
                    "x-gateway-fallback-index, x-gateway-cost-usd, x-gateway-overhead-ms, "
                    "x-ratelimit-limit-requests, x-ratelimit-remaining-requests, "
@@ -156,6 +160,8 @@ def _forwarded_name(name: bytes) -> bytes | None:
     lowered = name.lower()
     kept = lowered if lowered not in DROPPED_RESPONSE_HEADERS \
         and not lowered.startswith(b"x-ratelimit-") else None
+    if lowered in PROVIDER_REQUEST_ID_HEADERS:
+        kept = PROVIDER_REQUEST_ID
     if len(_FORWARDED_NAMES) >= _FORWARDED_NAMES_MAX:
         _FORWARDED_NAMES.clear()
     _FORWARDED_NAMES[name] = kept

@@ -311,6 +311,22 @@ def test_anthropic_errors_have_anthropic_shape(gateway, world):
                                messages=[{"role": "user", "content": "x"}])
     assert caught.value.body["type"] == "error"
     assert caught.value.body["error"]["type"] == "authentication_error"
+    assert len(caught.value.request_id) == 32  # the gateway's id, as Anthropic's request-id
+
+
+def test_the_sdks_see_the_gateways_request_id_and_the_provider_keeps_its_own(gateway, world):
+    with anthropic_client(gateway, world["secret"]) as client:
+        raw = client.messages.with_raw_response.create(
+            model="claude/claude-3-5-haiku-latest", max_tokens=5,
+            messages=[{"role": "user", "content": "x"}])
+    assert raw.parse()._request_id == raw.headers["x-request-id"]
+    assert raw.headers.get_list("request-id") == [raw.headers["x-request-id"]]
+    assert raw.headers["x-provider-request-id"].startswith("req_mock")  # the provider's own
+    with openai_client(gateway, world["secret"]) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="mock/gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    assert raw.parse()._request_id == raw.headers["x-request-id"]
+    assert raw.headers["x-provider-request-id"] != raw.headers["x-request-id"]
 
 
 def test_openai_client_reaches_a_claude_model_through_translation(gateway, world):

@@ -196,7 +196,8 @@ def test_forwarded_headers_drop_hop_by_hop_and_credentials():
                 (b"Connection", b"keep-alive"), (b"X-RateLimit-Limit-Requests", b"9"),
                 (b"Content-Type", b"application/json")]
     for _ in range(2):  # the second time from the remembered names
-        assert forwarded_headers(upstream) == [(b"openai-processing-ms", b"12")]
+        assert forwarded_headers(upstream) == [(b"openai-processing-ms", b"12"),
+                                               (b"x-provider-request-id", b"up")]
         assert forwarded_headers([(b"Cache-Control", b"x"), (b"Via", b"y")],
                                  frozenset({b"cache-control"})) == [(b"via", b"y")]
 
