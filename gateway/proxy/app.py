@@ -240,7 +240,7 @@ class Call:
     rule_id: str = ""
     rule_name: str = ""
     upstream_ms: float = 0.0
-    waited_ms: float = 0.0  # for the client's body: not part of the gateway's overhead
+    waited_ms: float = 0.0  # for the client's body, or a backoff: not the gateway's overhead
     response_started: bool = False
     prompt_tokens_estimate: int = 0
     upstream_attempts: int = 0
@@ -786,8 +786,10 @@ class InferenceApp:
             if attempt >= provider.max_retries:
                 assert last is not None  # every attempt that comes here failed
                 return last
-            await asyncio.sleep(backoff_seconds(attempt, provider.backoff_initial_ms,
-                                                provider.backoff_max_ms, state.rng, retry_after))
+            pause_s = backoff_seconds(attempt, provider.backoff_initial_ms,
+                                      provider.backoff_max_ms, state.rng, retry_after)
+            await asyncio.sleep(pause_s)
+            call.waited_ms += pause_s * 1000  # waiting on the provider: not overhead
             attempt += 1
 
     # -- responses ------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ def test_429_from_the_provider_is_retried_honouring_a_short_retry_after(gateway,
                                               fail_key="ra"))
     assert response.status_code == 200
     assert time.monotonic() - started >= 0.2
+    assert float(response.headers["x-gateway-overhead-ms"]) < 150  # the wait is not overhead
 
 
 def test_a_single_failed_attempt_leaves_retrying_to_the_client(gateway, world):
