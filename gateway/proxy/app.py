@@ -121,6 +121,8 @@ STREAM_BREAKS = (aiohttp.ClientError, OSError, TimeoutError, translation.Transla
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 SHOULD_NOT_RETRY = (b"x-should-retry", b"false")
 END_OF_STREAM_WAIT_S = 1.0  # for the last bytes of a stream cut short
+# The message uvicorn cancels the requests it stops waiting for with (uvicorn/server.py).
+SERVER_SHUTDOWN_CANCEL = "timeout graceful shutdown exceeded"
 # A request still waiting for its provider after this long (at most half as long again) gets a
 # task that watches for its client leaving (see ClientWatches); shorter ones never get one.
 CLIENT_WATCH_DELAY_S = 0.25
@@ -395,7 +397,7 @@ class InferenceApp:
                 await self._send_error(call, error)
         except ConnectionAbortedError:
             return
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             # The client left and the watch cancelled the provider's work: recorded already,
             # and there is nobody to answer. Any other cancellation (a server stop) goes on,
             # once the client knows why (the server would answer a bare 500).
@@ -405,6 +407,13 @@ class InferenceApp:
                     with contextlib.suppress(Exception):
                         async with asyncio.timeout(END_OF_STREAM_WAIT_S):
                             await self._send_error(call, GatewayStopping())
+                if SERVER_SHUTDOWN_CANCEL in str(exc):
+                    # uvicorn's own cut at its shutdown timeout: answered (or the stream
+                    # ended) and recorded. Ending quietly spares one error traceback per
+                    # request, which on a normal stop reads like a crash.
+                    logger.warning("request %s cut at the shutdown timeout: answered 503 "
+                                   "gateway_shutdown and recorded", call.request_id)
+                    return
                 raise
         finally:
             self.active -= 1
