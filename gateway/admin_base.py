@@ -586,6 +586,37 @@ class RateLimitInline(AuditedInlineMixin, admin.StackedInline):
             obj.request_last_reset = now  # type: ignore[attr-defined]
 
 
+CONFIRM_LIST_MAX = 100  # objects a confirmation page names; it counts the rest
+
+
+def confirmation(request: HttpRequest, model_admin: admin.ModelAdmin, queryset: Any, *,
+                 action: str, title: str, verb: str, explanation: str
+                 ) -> TemplateResponse | None:
+    """The page that asks before a bulk action changing live state runs; None once the
+    operator confirmed it (the page posts the action again with ``confirmed=yes``)."""
+    if request.POST.get("confirmed") == "yes":
+        return None
+    from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": title, "verb": verb, "explanation": explanation, "action": action,
+        "opts": model_admin.model._meta, "count": queryset.count(),
+        "objects": [f"{obj.owner_label()}: {obj}" if hasattr(obj, "owner_label") else str(obj)
+                    for obj in queryset[:CONFIRM_LIST_MAX]],
+        "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
+        "select_across": request.POST.get("select_across") == "1",
+        "action_checkbox_name": ACTION_CHECKBOX_NAME,
+    }
+    return TemplateResponse(request, "admin/gateway/confirm_action.html", context)
+
+
+RESET_EXPLANATION = (
+    "Resetting usage sets the current window's counters of every budget and rate limit of "
+    "the selected objects to zero and starts their windows again now: requests the limits "
+    "refused will be admitted again. Usage records are kept. This cannot be undone.")
+
+
 class LimitOwnerAdmin(AuditedModelAdmin):
     """An owner of budgets and a rate limit: both inlines, usage columns, "Reset usage"."""
 
@@ -605,7 +636,12 @@ class LimitOwnerAdmin(AuditedModelAdmin):
 
     @admin.action(description="Reset usage of the selected %(verbose_name_plural)s",
                   permissions=["change"])
-    def reset_usage(self, request: HttpRequest, queryset: Any) -> None:
+    def reset_usage(self, request: HttpRequest, queryset: Any) -> TemplateResponse | None:
+        ask = confirmation(request, self, queryset, action="reset_usage",
+                           title="Reset usage", verb="reset their usage",
+                           explanation=RESET_EXPLANATION)
+        if ask is not None:
+            return ask
         actor = get_actor(request)
         count = 0
         with transaction.atomic():
@@ -613,3 +649,4 @@ class LimitOwnerAdmin(AuditedModelAdmin):
                 count += limits.reset_owner_usage(actor, self.owner_kind, owner)
             config_version.bump_on_commit()
         self.message_user(request, f"Usage reset on {count} limit(s).", messages.SUCCESS)
+        return None

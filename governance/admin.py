@@ -18,6 +18,7 @@ from django.utils.html import format_html, format_html_join
 
 from gateway import config_version
 from gateway.admin_base import (
+    RESET_EXPLANATION,
     AuditedInlineMixin,
     AuditedModelAdmin,
     BudgetInline,
@@ -28,6 +29,7 @@ from gateway.admin_base import (
     RateLimitInline,
     ReadOnlyModelAdmin,
     admin_change_url,
+    confirmation,
     get_actor,
     key_alignment,
     link_to,
@@ -414,7 +416,12 @@ class LimitAdmin(AuditedModelAdmin):
 
     @admin.action(description="Reset usage of the selected %(verbose_name_plural)s",
                   permissions=["change"])
-    def reset_usage(self, request: HttpRequest, queryset: Any) -> None:
+    def reset_usage(self, request: HttpRequest, queryset: Any) -> TemplateResponse | None:
+        ask = confirmation(request, self, queryset, action="reset_usage",
+                           title="Reset usage", verb="reset their usage",
+                           explanation=RESET_EXPLANATION)
+        if ask is not None:
+            return ask
         actor = get_actor(request)
         with transaction.atomic():
             count = 0
@@ -423,6 +430,7 @@ class LimitAdmin(AuditedModelAdmin):
                 count += 1
             config_version.bump_on_commit()
         self.message_user(request, f"Usage reset on {count} limit(s).", messages.SUCCESS)
+        return None
 
 
 class BudgetForm(GatewayAdminForm):

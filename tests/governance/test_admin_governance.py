@@ -445,10 +445,24 @@ def test_owner_type_filter(admin_client_logged_in):
 
 
 def reset_action(client, model, objects) -> Any:
-    return client.post(admin_url(model, "changelist"), {
-        "action": "reset_usage", "_selected_action": [str(obj.pk) for obj in objects],
-        "index": "0",
-    })
+    """Choose "Reset usage", see what it will do, confirm."""
+    data = {"action": "reset_usage", "_selected_action": [str(obj.pk) for obj in objects],
+            "index": "0"}
+    asked = client.post(admin_url(model, "changelist"), data)
+    assert asked.status_code == 200 and "This cannot be undone" in asked.text
+    assert 'name="confirmed" value="yes"' in asked.text
+    assert not AuditEvent.objects.filter(action="reset_usage").exists()  # nothing yet
+    return client.post(admin_url(model, "changelist"), {**data, "confirmed": "yes"})
+
+
+def test_reset_usage_asks_first_and_a_cancel_changes_nothing(admin_client_logged_in):
+    budget = BudgetFactory(team=TeamFactory(name="research"), current_usage=Decimal(42))
+    asked = admin_client_logged_in.post(admin_url(Budget, "changelist"), {
+        "action": "reset_usage", "_selected_action": [str(budget.pk)], "index": "0"})
+    assert asked.status_code == 200
+    assert "research" in asked.text and "Yes, reset their usage" in asked.text
+    budget.refresh_from_db()
+    assert budget.current_usage == 42 and budget.usage_reset_at is None
 
 
 def test_reset_usage_action_on_budgets(admin_client_logged_in):
