@@ -14,6 +14,7 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from gateway import config_version
@@ -218,13 +219,34 @@ class ProviderConfigInline(AuditedInlineMixin, admin.TabularInline):
     verbose_name_plural = "provider configs (open one to set its budgets and rate limit)"
 
 
+class KeyStateFilter(admin.SimpleListFilter):
+    """Active (and not expired), expired, or inactive: what a request with the key gets."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("expired", "Expired"), ("inactive", "Inactive")]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        now = timezone.now()
+        if self.value() == "active":
+            return queryset.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now),
+                                   is_active=True)
+        if self.value() == "expired":
+            return queryset.filter(is_active=True, expires_at__lte=now)
+        if self.value() == "inactive":
+            return queryset.filter(is_active=False)
+        return queryset
+
+
 @admin.register(VirtualKey)
 class VirtualKeyAdmin(LimitOwnerAdmin):
     owner_kind = "virtual_key"
     form = VirtualKeyForm
-    list_display = ("name", "secret_display", "team", "customer", "is_active", "expires_at",
+    list_display = ("name", "secret_display", "team", "customer", "state_column", "expires_at",
                     "budgets_column", "created_at")
-    list_filter = ("is_active", ("team", admin.RelatedOnlyFieldListFilter),
+    list_filter = (KeyStateFilter, ("team", admin.RelatedOnlyFieldListFilter),
                    ("customer", admin.RelatedOnlyFieldListFilter), "calendar_aligned")
     list_select_related = ("team", "customer")
     search_fields = ("name", "description", "secret_prefix")
@@ -239,6 +261,17 @@ class VirtualKeyAdmin(LimitOwnerAdmin):
     )
     inlines = [ProviderConfigInline, BudgetInline, RateLimitInline]
     actions = ["activate", "deactivate", "rotate_secret", "reset_usage"]
+
+    @admin.display(description="state", ordering="is_active")
+    def state_column(self, obj: VirtualKey) -> str:
+        state = "active"
+        if not obj.is_active:
+            state = "inactive"
+        elif obj.expires_at is not None and obj.expires_at <= timezone.now():
+            state = "expired"
+        if state == "active":
+            return state
+        return format_html('<span style="color:var(--error-fg)">{}</span>', state)
 
     @admin.display(description="secret", ordering="secret_prefix")
     def secret_display(self, obj: VirtualKey) -> str:

@@ -626,3 +626,20 @@ def test_a_new_provider_config_allows_every_model_until_narrowed(admin_client_lo
     config = ProviderConfigFactory(allowed_models=[])
     listing = admin_client_logged_in.get(admin_url(VirtualKeyProviderConfig, "changelist")).text
     assert f">{config.provider}<" in listing and ">none<" in listing
+
+
+def test_the_key_list_says_which_keys_are_expired(admin_client_logged_in):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    VirtualKeyFactory(name="lapsed", expires_at=timezone.now() - timedelta(days=1))
+    VirtualKeyFactory(name="current", expires_at=timezone.now() + timedelta(days=1))
+    VirtualKeyFactory(name="switched-off", is_active=False)
+    url = admin_url(VirtualKey, "changelist")
+    page = admin_client_logged_in.get(url).text
+    assert ">expired<" in page and ">inactive<" in page
+    for state, names in (("expired", {"lapsed"}), ("active", {"current"}),
+                         ("inactive", {"switched-off"})):
+        listed = admin_client_logged_in.get(url, {"state": state}).context["cl"].result_list
+        assert {key.name for key in listed} == names
