@@ -29,6 +29,7 @@ from gateway.actions import delete_object, lock_rows, save_object
 from gateway.audit import Actor
 from gateway.formats import plain_decimal
 from governance import limits
+from governance.durations import window_identity
 from governance.models import (
     MULTI_BUDGET_OWNERS,
     OWNER_FIELDS,
@@ -476,17 +477,19 @@ def key_alignment(parent: models.Model) -> bool | None:
 class BudgetInlineFormSet(forms.BaseInlineFormSet):
     def clean(self) -> None:
         super().clean()
-        seen: set[str] = set()
+        seen: dict[tuple[int, int], str] = {}
         for form in self.forms:
             if not hasattr(form, "cleaned_data") or self._should_delete_form(form):
                 continue
             duration = form.cleaned_data.get("reset_duration")
             if not duration:
                 continue
-            if duration in seen:
-                form.add_error("reset_duration", f"duplicate reset_duration {duration}: "
-                                                 "one budget per window duration")
-            seen.add(duration)
+            same = seen.get(window_identity(duration))
+            if same is not None:
+                spelled = "" if same == duration else f" (the window of {same})"
+                form.add_error("reset_duration", f"duplicate reset_duration {duration}"
+                                                 f"{spelled}: one budget per window duration")
+            seen[window_identity(duration)] = duration
 
 
 class BudgetInline(AuditedInlineMixin, admin.TabularInline):

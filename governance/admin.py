@@ -44,6 +44,7 @@ from gateway.admin_base import (
 from gateway.formats import plain_decimal
 from gateway.secrets import digest, display_prefix, new_virtual_key_secret
 from governance import actions, limits
+from governance.durations import window_identity
 from governance.models import (
     MULTI_BUDGET_OWNERS,
     OWNER_FIELDS,
@@ -476,11 +477,14 @@ class BudgetForm(GatewayAdminForm):
         duration = self.cleaned_data["reset_duration"]
         kind = self.instance.owner_kind
         if kind in MULTI_BUDGET_OWNERS:
-            clash = Budget.objects.filter(**{f"{kind}_id": getattr(self.instance, f"{kind}_id")},
-                                          reset_duration=duration).exclude(pk=self.instance.pk)
-            if clash.exists():
-                raise forms.ValidationError(
-                    f"duplicate reset_duration {duration}: one budget per window duration")
+            others = (Budget.objects.filter(**{f"{kind}_id": getattr(self.instance, f"{kind}_id")})
+                      .exclude(pk=self.instance.pk).values_list("reset_duration", flat=True))
+            same = [other for other in others
+                    if window_identity(other) == window_identity(duration)]
+            if same:
+                spelled = "" if same[0] == duration else f" (the window of {same[0]})"
+                raise forms.ValidationError(f"duplicate reset_duration {duration}{spelled}: "
+                                            "one budget per window duration")
         return duration
 
 

@@ -154,3 +154,14 @@ def next_calendar_period_start(duration: Duration, start: datetime) -> datetime:
         index = (start.year - 1970) * 12 + (start.month - 1) + months
         return datetime(1970 + index // 12, index % 12 + 1, 1, tzinfo=UTC)
     return start + timedelta(seconds=duration.seconds)
+
+
+def window_identity(text: str) -> tuple[int, int]:
+    """What makes two window durations the same window whatever their spelling: ``1d``,
+    ``daily`` and ``24h`` are one; ``1M`` (a calendar month) and ``30d`` are not. An
+    unparsable text is its own identity (the validators report it)."""
+    try:
+        duration = parse_duration(text)
+    except InvalidDuration:
+        return (-1, hash(text))
+    return (duration.seconds, duration.months)

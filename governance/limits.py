@@ -19,7 +19,12 @@ from gateway import audit
 from gateway.audit import Actor
 from gateway.errors import BadRequest
 from gateway.models import AuditAction
-from governance.durations import InvalidDuration, calendar_period_start, parse_duration
+from governance.durations import (
+    InvalidDuration,
+    calendar_period_start,
+    parse_duration,
+    window_identity,
+)
 from governance.models import Budget, RateLimit
 
 RATE_LIMIT_FIELDS = (
@@ -52,15 +57,17 @@ def create_budget(actor: Actor, owner_kind: str, owner: models.Model, spec: dict
 
 
 def _check_unique_durations(entries: list[dict[str, Any]], field: str) -> None:
-    seen: set[str] = set()
+    seen: dict[tuple[int, int], str] = {}
     for index, entry in enumerate(entries):
         duration = entry["reset_duration"]
-        if duration in seen:
+        same = seen.get(window_identity(duration))
+        if same is not None:
+            detail = duration if same == duration else f"{duration} is the window of {same}"
             raise BadRequest(
-                f"duplicate reset_duration in {field}: {duration}",
+                f"duplicate reset_duration in {field}: {detail}",
                 fields={f"{field}[{index}].reset_duration": ["duplicate reset_duration"]},
             )
-        seen.add(duration)
+        seen[window_identity(duration)] = duration
 
 
 def reconcile_budgets(actor: Actor, owner_kind: str, owner: models.Model,

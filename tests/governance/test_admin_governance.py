@@ -360,15 +360,26 @@ def test_team_budget_with_calendar_alignment_starts_at_the_boundary(admin_client
     assert now - rolling.last_reset < timedelta(minutes=1)
 
 
-def test_two_team_budgets_with_one_duration_are_refused(admin_client_logged_in):
+@pytest.mark.parametrize("second", ["1d", "daily", "24h", "1440m"])
+def test_two_team_budgets_with_one_window_are_refused(admin_client_logged_in, second):
     response = admin_client_logged_in.post(admin_url(Team, "add"), customer_form(
         name="platform", customer="", **management("budgets", total=2), **{
             "budgets-0-max_limit": "10", "budgets-0-reset_duration": "1d",
-            "budgets-1-max_limit": "20", "budgets-1-reset_duration": "1d",
+            "budgets-1-max_limit": "20", "budgets-1-reset_duration": second,
         }))
     assert response.status_code == 200
-    assert "duplicate reset_duration 1d" in response.text
+    assert f"duplicate reset_duration {second}" in response.text
     assert not Team.objects.exists()
+
+
+def test_a_calendar_month_and_thirty_days_are_two_windows(admin_client_logged_in):
+    admin_client_logged_in.post(admin_url(Team, "add"), customer_form(
+        name="platform", customer="", **management("budgets", total=2), **{
+            "budgets-0-max_limit": "10", "budgets-0-reset_duration": "1M",
+            "budgets-1-max_limit": "20", "budgets-1-reset_duration": "30d",
+        }))
+    assert sorted(Team.objects.get().budgets.values_list("reset_duration", flat=True)) == \
+        ["1M", "30d"]
 
 
 def test_customer_takes_at_most_one_budget(admin_client_logged_in):

@@ -325,3 +325,12 @@ def test_list_shows_budgets_of_keys(api):
     listed = api.get(URL).json()
     assert listed["count"] == 1
     assert listed["virtual_keys"][0]["budgets"][0]["reset_duration"] == "1w"
+
+
+@pytest.mark.parametrize(("first", "second"), [("1d", "1d"), ("1d", "daily"), ("24h", "1d"),
+                                               ("1w", "7d"), ("1h", "60m")])
+def test_two_budgets_of_one_window_in_any_spelling_are_400(api, first, second):
+    response = create(api, budgets=[{"max_limit": 10, "reset_duration": first},
+                                    {"max_limit": 20, "reset_duration": second}])
+    assert_error(response, 400, field="budgets[1].reset_duration", text="duplicate reset_duration")
+    assert not VirtualKey.objects.exists()
