@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -13,6 +16,7 @@ from django.urls import path
 from django.utils.html import format_html_join
 
 from gateway.admin_base import AuditedModelAdmin, GatewayAdminForm, link_to
+from gateway.formats import plain_decimal
 from pricing.api.catalog import model_price
 from pricing.catalog import PriceCatalog, catalog_provider_id
 from pricing.models import SCOPE_REQUIREMENTS, PricingOverride, ScopeKind
@@ -21,6 +25,24 @@ from pricing.validators import BASE_REQUEST_TYPES, validate_pattern
 
 SCOPE_IDS = ("virtual_key", "provider", "provider_key")
 PATCH_SUMMARY_FIELDS = 3
+
+
+def plain_number(value: float | int) -> str:
+    """A price as typed: ``0.0000001``, never ``1e-07``."""
+    if isinstance(value, int):
+        return str(value)
+    return plain_decimal(Decimal(repr(value)))
+
+
+class PricePatchField(forms.JSONField):
+    """The patch as JSON, its prices in plain decimals (json.dumps writes 1e-07)."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, dict) and value and all(
+                type(price) in (int, float) and math.isfinite(price) for price in value.values()):
+            return "{" + ", ".join(f"{json.dumps(name, ensure_ascii=False)}: "
+                                   f"{plain_number(price)}" for name, price in value.items()) + "}"
+        return super().prepare_value(value)
 
 
 class PricingOverrideForm(GatewayAdminForm):
@@ -35,6 +57,7 @@ class PricingOverrideForm(GatewayAdminForm):
         fields = ("name", "scope_kind", "virtual_key", "provider", "provider_key", "match_type",
                   "pattern", "request_types", "patch")
         widgets = {"patch": forms.Textarea(attrs={"rows": 4, "cols": 60})}
+        field_classes = {"patch": PricePatchField}
 
     def clean_name(self) -> str:
         return (self.cleaned_data.get("name") or "").strip()
@@ -115,7 +138,8 @@ class PricingOverrideAdmin(AuditedModelAdmin):
         items = sorted((obj.patch or {}).items())
         if not items:
             return "-"
-        shown = ", ".join(f"{name}={price:g}" for name, price in items[:PATCH_SUMMARY_FIELDS])
+        shown = ", ".join(f"{name}={plain_number(price)}" if type(price) in (int, float)
+                          else f"{name}={price}" for name, price in items[:PATCH_SUMMARY_FIELDS])
         more = len(items) - PATCH_SUMMARY_FIELDS
         return f"{shown}, +{more} more" if more > 0 else shown
 

@@ -41,7 +41,7 @@ def test_a_valid_override_is_created_and_audited(admin_client_logged_in):
     assert events() == [("create", "pricingoverride")]
     listing = admin_client_logged_in.get(admin_url(PricingOverride, "changelist")).text
     assert "gpt-4o* (wildcard)" in listing
-    assert "input_cost_per_token=1e-06" in listing
+    assert "input_cost_per_token=0.000001" in listing
     assert "chat_completion, embedding" in listing
 
 
@@ -107,3 +107,18 @@ def test_override_update_and_delete_are_audited(admin_client_logged_in):
     admin_client_logged_in.post(admin_url(PricingOverride, "delete", override.pk),
                                 {"post": "yes"})
     assert events() == [("update", "pricingoverride"), ("delete", "pricingoverride")]
+
+
+def test_small_prices_show_as_typed_not_in_exponent_form(admin_client_logged_in):
+    # json.dumps writes 1e-07: on the change form, after a form error and in the list
+    override = PricingOverrideFactory(patch={"input_cost_per_token": 1e-07,
+                                             "output_cost_per_token": 2.5e-06})
+    change = admin_client_logged_in.get(admin_url(PricingOverride, "change", override.pk)).text
+    assert "0.0000001" in change and "0.0000025" in change and "e-0" not in change
+    bad = post(admin_client_logged_in, pattern="gpt*",
+               patch='{"input_cost_per_token": 1e-07, "output_cost_per_token": -1}')
+    assert bad.status_code == 200
+    assert "0.0000001" in bad.text and "1e-07" not in bad.text
+    listing = admin_client_logged_in.get(admin_url(PricingOverride, "changelist")).text
+    assert "input_cost_per_token=0.0000001" in listing
+    assert PricingOverride.objects.get().patch["input_cost_per_token"] == 1e-07  # unchanged
