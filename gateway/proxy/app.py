@@ -68,6 +68,7 @@ from gateway.proxy.http import (
     error_headers,
     forwarded_headers,
     new_request_id,
+    provider_error_in_dialect,
     read_body,
     request_headers,
     request_id_from,
@@ -641,11 +642,17 @@ class InferenceApp:
         if answer is None:
             await self._send_error(call, failure.error)
             return
+        body = answer[1]
+        provider = call.snapshot.providers.get(last.candidate.provider)
+        provider_dialect = "anthropic" if provider is not None and \
+            provider.kind == "anthropic" and call.operation in ("chat", "messages") else "openai"
+        if provider_dialect != call.dialect:  # the client's SDK reads its own API's errors
+            body = provider_error_in_dialect(body, answer[0], call.dialect)
         headers = self._raw_headers(call, state, last.candidate, last.index, None)
         headers += forwarded_headers(answer[2])
         headers.append(self._overhead(call))
         call.response_started = True
-        await send_response(call.send, answer[0], answer[1], headers)
+        await send_response(call.send, answer[0], body, headers)
 
     # -- one candidate: keys, retries, breaker ---------------------------------------------
 

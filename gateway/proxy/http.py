@@ -134,6 +134,35 @@ def error_body(error: GatewayError, dialect: str) -> bytes:
                                    "code": error.code, "param": _param(error)}})
 
 
+def provider_error_in_dialect(body: bytes, status: int, dialect: str) -> bytes:
+    """A provider's error answer (OpenAI's or Anthropic's shape, or anything) in the
+    client's ``dialect``: a client of one API reaching a provider of the other gets the error
+    its SDK reads (message, type, code). The provider's message is kept as it is."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        message = error.get("message")
+        kind, code, param = error.get("type"), error.get("code"), error.get("param")
+    else:
+        message, kind, code, param = None, None, None, None
+    if not isinstance(message, str) or not message:
+        message = body[:1000].decode("utf-8", "replace").strip() or f"Provider answered {status}"
+    if dialect == "anthropic":
+        anthropic_kind = kind if kind in ANTHROPIC_ERROR_TYPES.values() else \
+            ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+        return orjson.dumps({"type": "error", "error": {"type": anthropic_kind,
+                                                        "message": message}})
+    if code is None and "prompt is too long" in message:  # Anthropic's words for it
+        code = "context_length_exceeded"
+    return orjson.dumps({"error": {
+        "message": message, "type": kind if isinstance(kind, str) else "invalid_request_error",
+        "param": param if isinstance(param, str) else None,
+        "code": code if isinstance(code, str) else None}})
+
+
 def _param(error: GatewayError) -> str | None:
     return next(iter(error.fields), None) if error.fields else None
 

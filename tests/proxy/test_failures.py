@@ -112,6 +112,57 @@ def test_client_errors_are_returned_as_they_are_without_retry(gateway, world):
     assert UsageRecord.objects.get().status_code == 400
 
 
+def test_a_provider_error_reaches_a_client_of_the_other_api_in_its_own_shape(gateway, world):
+    world["claude_key"].set_value("mock-status-400")
+    world["claude_key"].save()
+    gateway.reload()
+    # an OpenAI client reaching a Claude model gets OpenAI's error shape ...
+    response = post(gateway, world, {**CHAT, "model": "claude/claude-3-5-haiku-latest"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
+    assert set(error) == {"message", "type", "param", "code"}
+    # ... and an Anthropic client reaching an OpenAI model gets Anthropic's
+    world["openai_key"].set_value("mock-status-400")
+    world["openai_key"].save()
+    gateway.reload()
+    response = post(gateway, world, {"model": "mock/gpt-4o-mini", "max_tokens": 10,
+                                     "messages": [{"role": "user", "content": "x"}]},
+                    path="/anthropic/v1/messages")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["message"]
+    # the same API passes the provider's own body through as it came
+    native = post(gateway, world, {"model": "claude/claude-3-5-haiku-latest", "max_tokens": 10,
+                                   "messages": [{"role": "user", "content": "x"}]},
+                  path="/anthropic/v1/messages")
+    assert native.status_code == 400 and native.json()["type"] == "error"
+
+
+@pytest.mark.parametrize(("body", "dialect", "expected"), [
+    (b'{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: '
+     b'300000 tokens > 200000 maximum"}}', "openai",
+     {"error": {"message": "prompt is too long: 300000 tokens > 200000 maximum",
+                "type": "invalid_request_error", "param": None,
+                "code": "context_length_exceeded"}}),
+    (b'{"error":{"message":"quota","type":"insufficient_quota","param":null,'
+     b'"code":"insufficient_quota"}}', "anthropic",
+     {"type": "error", "error": {"type": "invalid_request_error", "message": "quota"}}),
+    (b"<html>bad gateway</html>", "openai",
+     {"error": {"message": "<html>bad gateway</html>", "type": "invalid_request_error",
+                "param": None, "code": None}}),
+    (b"", "anthropic", {"type": "error", "error": {"type": "invalid_request_error",
+                                                   "message": "Provider answered 400"}}),
+])
+def test_provider_errors_change_shape_keeping_their_message(body, dialect, expected):
+    import orjson
+
+    from gateway.proxy.http import provider_error_in_dialect
+
+    assert orjson.loads(provider_error_in_dialect(body, 400, dialect)) == expected
+
+
 def test_rejected_provider_key_rotates_to_another(gateway, world):
     world["openai_key"].set_value("mock-status-401")
     world["openai_key"].weight = 1000.0
