@@ -3,6 +3,8 @@ their daily rollups."""
 
 from __future__ import annotations
 
+import uuid
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -10,7 +12,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -566,14 +568,69 @@ class RateLimitAdmin(LimitAdmin):
 
 # --- usage records ----------------------------------------------------------------------------
 
+class OwnerFilter(admin.SimpleListFilter):
+    """Records of one virtual key, team or customer, named from their current rows (a usage
+    record keeps only the owner's id)."""
+
+    field = ""
+    owner_model: Any = None
+    LOOKUPS_MAX = 500
+
+    @classmethod
+    def of(cls, title: str, field: str, owner_model: Any) -> type[OwnerFilter]:
+        return type(f"{owner_model.__name__}RecordFilter", (cls,), {
+            "title": title, "parameter_name": field, "field": field,
+            "owner_model": owner_model})
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(str(pk), name) for pk, name in
+                self.owner_model.objects.order_by("name")
+                .values_list("pk", "name")[:self.LOOKUPS_MAX]]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        value = self.value()
+        if not value:
+            return queryset
+        try:
+            owner_id = uuid.UUID(value)
+        except ValueError:
+            return queryset.none()
+        return queryset.filter(**{self.field: owner_id})
+
+
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ReadOnlyModelAdmin):
-    list_display = ("created_at", "request_id", "virtual_key_name", "provider", "resolved_model",
-                    "status_code", "tokens", "cost_display", "latency")
-    list_filter = ("provider", "status_code", "is_stream", "request_type")
+    list_display = ("created_at", "virtual_key_name", "provider", "resolved_model",
+                    "status_code", "tokens", "cost_display", "latency", "request_id")
+    list_filter = (OwnerFilter.of("virtual key", "virtual_key_id", VirtualKey),
+                   OwnerFilter.of("team", "team_id", Team),
+                   OwnerFilter.of("customer", "customer_id", Customer),
+                   "provider", "status_code", "is_stream", "request_type")
     date_hierarchy = "created_at"
     search_fields = ("request_id", "virtual_key_name", "resolved_model", "requested_model")
     show_full_result_count = False
+    change_list_template = "admin/governance/usagerecord/change_list.html"
+    # Totals are summed over the records a filter, a search or a date drill-down selects,
+    # at most this many (an unfiltered sum would read every record on each page view).
+    TOTALS_MAX_RECORDS = 1_000_000
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        changelist = getattr(response, "context_data", {}).get("cl")
+        if changelist is not None and self._narrowed(request):
+            selected = changelist.queryset.order_by()
+            if not selected[self.TOTALS_MAX_RECORDS:self.TOTALS_MAX_RECORDS + 1].exists():
+                totals = selected.aggregate(
+                    requests=Count("id"), cost=Sum("cost"), prompt=Sum("prompt_tokens"),
+                    completion=Sum("completion_tokens"),
+                    errors=Count("id", filter=~Q(status_code__range=(200, 299))))
+                response.context_data["usage_totals"] = {
+                    **totals, "cost": "$" + plain_decimal(totals["cost"] or Decimal(0))}
+        return response
+
+    @staticmethod
+    def _narrowed(request: HttpRequest) -> bool:
+        return any(name not in ("o", "p", "_changelist_filters") for name in request.GET)
 
     @admin.display(description="tokens (prompt + completion)")
     def tokens(self, obj: UsageRecord) -> str:
@@ -607,4 +664,4 @@ class UsageRollupAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="cost", ordering="cost")
     def cost_display(self, obj: UsageRollup) -> str:
-        return f"${obj.cost:,.4f}"
+        return "$" + plain_decimal(obj.cost)

@@ -654,3 +654,36 @@ def test_the_key_list_says_which_keys_are_expired(admin_client_logged_in):
                          ("inactive", {"switched-off"})):
         listed = admin_client_logged_in.get(url, {"state": state}).context["cl"].result_list
         assert {key.name for key in listed} == names
+
+
+def test_usage_records_filter_by_owner_and_total_what_is_selected(admin_client_logged_in):
+    from governance.sink import UsageEvent
+    from governance.tasks import write_records
+
+    team = TeamFactory(name="research")
+    key = VirtualKeyFactory(name="alice", team=team)
+    other = VirtualKeyFactory(name="bob")
+
+    def event(request_id, owner, cost_nanos, status=200):
+        return UsageEvent(request_id=request_id, created_at=timezone.now().timestamp(),
+                          provider="openai", requested_model="gpt-4o", resolved_model="gpt-4o",
+                          request_type="chat_completion", status_code=status,
+                          virtual_key_id=str(owner.pk), virtual_key_name=owner.name,
+                          team_id=str(owner.team_id) if owner.team_id else None,
+                          prompt_tokens=10, completion_tokens=5, cost_nanos=cost_nanos)
+
+    write_records([event("a1", key, 1_500), event("a2", key, 2_500, status=429),
+                   event("b1", other, 7_000_000)])
+    from governance.models import UsageRecord
+
+    url = admin_url(UsageRecord, "changelist")
+    everything = admin_client_logged_in.get(url)
+    assert "Selected:" not in everything.text  # no totals over the whole table
+    for params in ({"virtual_key_id": str(key.pk)}, {"team_id": str(team.pk)}):
+        page = admin_client_logged_in.get(url, params)
+        assert {record.request_id for record in page.context["cl"].result_list} == {"a1", "a2"}
+        assert "Selected: 2 requests" in page.text and "(1 not 2xx)" in page.text
+        assert "20 + 10 tokens" in page.text and "$0.000004" in page.text
+    assert "bob" in everything.text and "research" in everything.text  # the filter choices
+    hostile = admin_client_logged_in.get(url, {"virtual_key_id": "<script>"})
+    assert hostile.status_code == 200 and not hostile.context["cl"].result_list
