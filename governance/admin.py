@@ -3,6 +3,8 @@ their daily rollups."""
 
 from __future__ import annotations
 
+import datetime
+import time
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -47,6 +49,8 @@ from gateway.formats import plain_decimal
 from gateway.secrets import digest, display_prefix, new_virtual_key_secret
 from governance import actions, limits
 from governance.durations import window_identity
+from governance.engine import window_reset_at
+from governance.ledger import Metric
 from governance.models import (
     MULTI_BUDGET_OWNERS,
     OWNER_FIELDS,
@@ -60,6 +64,7 @@ from governance.models import (
     VirtualKey,
     VirtualKeyProviderConfig,
 )
+from governance.snapshot import budget_limit, rate_limits
 
 SECRET_EXPLANATION = (
     "This is the only time the secret is shown: the gateway stores only its SHA-256 digest. "
@@ -494,12 +499,17 @@ class BudgetForm(GatewayAdminForm):
 class BudgetAdmin(LimitAdmin):
     form = BudgetForm
     list_display = ("owner_link", "limit", "window", "usage", "usage_percent_bar", "last_reset",
-                    "usage_reset_at")
+                    "next_reset", "usage_reset_at")
     list_filter = (OwnerKindFilter, "reset_duration", "calendar_aligned")
     fields = ("owner_link", "max_limit", "reset_duration", "calendar_aligned", "current_usage",
-              "usage_percent_bar", "last_reset", "usage_reset_at", "created_at", "updated_at")
+              "usage_percent_bar", "last_reset", "next_reset", "usage_reset_at", "created_at",
+              "updated_at")
     readonly_fields = ("owner_link", "current_usage", "usage_percent_bar", "last_reset",
-                       "usage_reset_at", "created_at", "updated_at")
+                       "next_reset", "usage_reset_at", "created_at", "updated_at")
+
+    @admin.display(description="next reset")
+    def next_reset(self, obj: Budget) -> str:
+        return reset_time(budget_limit(obj, ""))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         fields = super().get_readonly_fields(request, obj)
@@ -534,7 +544,7 @@ class BudgetAdmin(LimitAdmin):
 class RateLimitAdmin(LimitAdmin):
     form = RateLimitForm
     list_display = ("owner_link", "token_limit", "token_usage", "request_limit",
-                    "request_usage", "token_last_reset", "request_last_reset")
+                    "request_usage", "next_reset")
     list_filter = (OwnerKindFilter, "token_reset_duration", "request_reset_duration")
     fields = ("owner_link", "token_max_limit", "token_reset_duration", "token_usage",
               "token_last_reset", "request_max_limit", "request_reset_duration",
@@ -542,6 +552,12 @@ class RateLimitAdmin(LimitAdmin):
               "updated_at")
     readonly_fields = ("owner_link", "token_usage", "token_last_reset", "request_usage",
                        "request_last_reset", "usage_reset_at", "created_at", "updated_at")
+
+    @admin.display(description="next reset (tokens / requests)")
+    def next_reset(self, obj: RateLimit) -> str:
+        by_metric = {limit.metric: limit for limit in rate_limits(obj, "")}
+        return " / ".join(reset_time(by_metric[metric]) if metric in by_metric else "-"
+                          for metric in (Metric.TOKENS, Metric.REQUESTS))
 
     @admin.display(description="token limit", ordering="token_max_limit")
     def token_limit(self, obj: RateLimit) -> str:
@@ -567,6 +583,17 @@ class RateLimitAdmin(LimitAdmin):
 
 
 # --- usage records ----------------------------------------------------------------------------
+
+def reset_time(limit: Any) -> str:
+    """When ``limit``'s current window ends, in the admin's time zone."""
+    from django.utils.formats import date_format
+
+    end = window_reset_at(limit, time.time())
+    if end is None:
+        return "-"
+    moment = timezone.localtime(datetime.datetime.fromtimestamp(end, datetime.UTC))
+    return date_format(moment, "DATETIME_FORMAT")
+
 
 class OwnerFilter(admin.SimpleListFilter):
     """Records of one virtual key, team or customer, named from their current rows (a usage

@@ -687,3 +687,22 @@ def test_usage_records_filter_by_owner_and_total_what_is_selected(admin_client_l
     assert "bob" in everything.text and "research" in everything.text  # the filter choices
     hostile = admin_client_logged_in.get(url, {"virtual_key_id": "<script>"})
     assert hostile.status_code == 200 and not hostile.context["cl"].result_list
+
+
+def test_budget_and_rate_limit_lists_say_when_each_window_resets(admin_client_logged_in):
+    from datetime import timedelta
+
+    from django.utils.formats import date_format
+
+    team = TeamFactory(name="research")
+    BudgetFactory(team=team, reset_duration="1d", calendar_aligned=True)
+    RateLimitFactory(team=team, token_max_limit=None, token_reset_duration=None,
+                     request_max_limit=10, request_reset_duration="1d",
+                     request_last_reset=timezone.now())
+    midnight = timezone.now().astimezone(UTC).replace(hour=0, minute=0, second=0,
+                                                      microsecond=0) + timedelta(days=1)
+    expected = date_format(timezone.localtime(midnight), "DATETIME_FORMAT")
+    budgets = admin_client_logged_in.get(admin_url(Budget, "changelist")).text
+    assert "Next reset" in budgets and expected in budgets, expected
+    limits_page = admin_client_logged_in.get(admin_url(RateLimit, "changelist")).text
+    assert "- / " in limits_page  # no token limit; the request window's end follows
