@@ -995,6 +995,10 @@ class ChatStreamToMessages:
         self._index = -1  # Anthropic index of the last opened content block
         self._open: tuple[str, Any] | None = None  # ("text", None) or ("tool", openai index)
         self._tools: dict[Any, int] = {}
+        # Tool blocks still open: OpenAI may interleave the argument deltas of parallel tool
+        # calls (index 0, index 1, index 0 again); their blocks stay open until text or the
+        # end comes, each delta naming its own block's index.
+        self._open_tools: list[int] = []
         self._refused = False  # a refusal delta arrived
         self._answered = False  # a content delta arrived
         self._prompt = self._completion = self._cached = self._written = 0
@@ -1011,14 +1015,21 @@ class ChatStreamToMessages:
         }}))
 
     def _close(self, events: list) -> None:
-        if self._open is not None:
+        if self._open_tools:
+            events.extend(("content_block_stop", {"type": "content_block_stop", "index": index})
+                          for index in self._open_tools)
+            self._open_tools.clear()
+        elif self._open is not None:
             events.append(("content_block_stop",
                            {"type": "content_block_stop", "index": self._index}))
-            self._open = None
+        self._open = None
 
     def _open_block(self, events: list, kind: tuple[str, Any], block: dict) -> None:
-        self._close(events)
+        if kind[0] != "tool" or self._open == ("text", None):
+            self._close(events)  # a tool block leaves the other tool blocks open
         self._index += 1
+        if kind[0] == "tool":
+            self._open_tools.append(self._index)
         self._open = kind
         events.append(("content_block_start", {"type": "content_block_start",
                                                "index": self._index, "content_block": block}))
@@ -1042,7 +1053,7 @@ class ChatStreamToMessages:
                 "type": "tool_use", "id": call.get("id") or _tool_use_id(),
                 "name": function.get("name") or "", "input": {}})
             self._tools[key] = self._index
-        elif self._open != ("tool", key):
+        elif self._tools[key] not in self._open_tools:
             raise TranslationError(f"choices[0].delta.tool_calls[{key}]: arguments arrived "
                                    "after the tool call was closed")
         arguments = function.get("arguments")

@@ -1005,10 +1005,29 @@ def test_a_tool_call_stream_becomes_tool_use_blocks():
     assert message.usage.cache_read_input_tokens == 32
 
 
-def test_tool_arguments_for_a_closed_tool_call_are_rejected():
+def test_interleaved_parallel_tool_call_deltas_reach_each_its_own_block():
+    # Valid OpenAI streams may interleave parallel tool calls' argument deltas; each block
+    # stays open until the end, and the Anthropic SDK assembles both inputs.
+    _, events = run_chat_stream([
+        chunk({"tool_calls": [{"index": 0, "id": "a", "function": {"name": "f",
+                                                                   "arguments": '{"x"'}}]}),
+        chunk({"tool_calls": [{"index": 1, "id": "b", "function": {"name": "g",
+                                                                   "arguments": '{"y"'}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}),
+        chunk({"tool_calls": [{"index": 1, "function": {"arguments": ": 2}"}}]}),
+        chunk({}, "tool_calls", **USAGE_CHUNK),
+    ])
+    assert [data["index"] for event, data in events if event == "content_block_stop"] == [0, 1]
+    message = accumulate_events(events)
+    assert [(block.id, block.input) for block in message.content] == [("a", {"x": 1}),
+                                                                      ("b", {"y": 2})]
+    assert message.stop_reason == "tool_use"
+
+
+def test_tool_arguments_after_text_closed_the_tool_call_are_rejected():
     translator = ChatStreamToMessages(model="m")
     translator.feed(chunk({"tool_calls": [{"index": 0, "id": "a", "function": {"name": "f"}}]}))
-    translator.feed(chunk({"tool_calls": [{"index": 1, "id": "b", "function": {"name": "g"}}]}))
+    translator.feed(chunk({"content": "then some text"}))
     with pytest.raises(TranslationError, match=r"tool_calls\[0\]: arguments arrived after"):
         translator.feed(chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}))
 
