@@ -638,7 +638,10 @@ class InferenceApp:
         order: a server stop while the answer is sent loses nothing)."""
         await self._account_failure(call, state, last, held=held)
         failure = last.failure
-        answer = failure.response if failure.final and failure.reached else None
+        # The provider's own answer for a 4xx it returned (a final one, or a 429 that lasted
+        # through every retry: its body says why, e.g. OpenAI's insufficient_quota).
+        answer = failure.response if failure.reached and failure.response is not None and (
+            failure.final or failure.response[0] == 429) else None
         if answer is None:
             await self._send_error(call, failure.error)
             return
@@ -651,6 +654,8 @@ class InferenceApp:
         headers = self._raw_headers(call, state, last.candidate, last.index, None)
         headers += forwarded_headers(answer[2])
         headers.append(self._overhead(call))
+        if call.upstream_attempts > 1 and answer[0] in RETRIED_STATUSES:
+            headers.append(SHOULD_NOT_RETRY)
         call.response_started = True
         await send_response(call.send, answer[0], body, headers)
 

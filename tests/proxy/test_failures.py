@@ -103,6 +103,18 @@ def test_an_open_circuit_says_how_long_it_stays_open(gateway, world):
     assert 28 <= int(blocked.headers["retry-after"]) <= 29  # not a bare 1: SDKs wait that long
 
 
+def test_a_429_that_outlasts_the_retries_is_the_providers_own_answer(gateway, world):
+    set_provider(gateway, "mock", max_retries=1, backoff_initial_ms=10, backoff_max_ms=20)
+    response = post(gateway, world, with_mock(status=429))
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"  # the provider's code
+    assert response.headers["x-should-retry"] == "false"  # retried already, by the gateway
+    assert response.headers["x-gateway-provider"] == "mock"
+    assert len(upstream_calls(world)) == 2
+    gateway.flush()
+    assert UsageRecord.objects.get().status_code == 429
+
+
 def test_client_errors_are_returned_as_they_are_without_retry(gateway, world):
     response = post(gateway, world, with_mock(status=400))
     assert response.status_code == 400
