@@ -706,3 +706,16 @@ def test_budget_and_rate_limit_lists_say_when_each_window_resets(admin_client_lo
     assert "Next reset" in budgets and expected in budgets, expected
     limits_page = admin_client_logged_in.get(admin_url(RateLimit, "changelist")).text
     assert "- / " in limits_page  # no token limit; the request window's end follows
+
+
+def test_a_whole_secret_pasted_in_the_search_finds_its_key(admin_client_logged_in):
+    from gateway.secrets import new_virtual_key_secret
+
+    secret = new_virtual_key_secret()
+    VirtualKeyFactory(name="leaked", secret=secret)
+    VirtualKeyFactory(name="other")
+    url = admin_url(VirtualKey, "changelist")
+    found = admin_client_logged_in.get(url, {"q": f" {secret} "}).context["cl"].result_list
+    assert [key.name for key in found] == ["leaked"]
+    wrong = admin_client_logged_in.get(url, {"q": secret[:-1] + "x"}).context["cl"].result_list
+    assert list(wrong) == []
