@@ -488,3 +488,16 @@ def test_usage_records_show_cost_in_dollars_and_latency_in_ms(admin_client_logge
     _usage_record(staff_user)
     page = admin_client_logged_in.get(admin_url(UsageRecord, "changelist")).text
     assert "$0.0001<" in page and "12.5 ms" in page
+
+
+def test_an_objects_history_is_its_audit_trail(admin_client_logged_in):
+    from gateway.models import AuditEvent
+    from tests.factories import VirtualKeyFactory
+
+    key = VirtualKeyFactory(name="traced")
+    AuditEvent.objects.create(actor_name="ops", source="api", action="rotate_secret",
+                              object_type="virtualkey", object_id=str(key.pk),
+                              object_repr="traced", changes={})
+    history = admin_client_logged_in.get(
+        reverse("admin:governance_virtualkey_history", args=[key.pk]), follow=True)
+    assert [event.action for event in history.context["cl"].result_list] == ["rotate_secret"]
