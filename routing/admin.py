@@ -8,6 +8,7 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.helpers import AdminForm
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Case, IntegerField, Value, When
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -131,7 +132,7 @@ class RoutingTargetInline(AuditedInlineMixin, admin.TabularInline):
 class RoutingRuleAdmin(AuditedModelAdmin):
     form = RoutingRuleForm
     list_display = ("name", "scope", "scope_owner_link", "priority", "enabled", "chain_rule",
-                    "targets_summary", "updated_at")
+                    "condition", "targets_summary", "updated_at")
     list_filter = ("scope", "enabled", "chain_rule")
     list_select_related = ("team", "customer", "virtual_key")
     search_fields = ("name", "cel_expression", "description")
@@ -149,8 +150,23 @@ class RoutingRuleAdmin(AuditedModelAdmin):
     inlines = [RoutingTargetInline]
     actions = flag_actions("enabled", on_label="Enable", off_label="Disable")
 
+    CONDITION_SHOWN_CHARS = 80
+    # In evaluation order by default: the most specific scope first (key, team, customer,
+    # global), then priority, then creation.
+    ordering = (Case(*(When(scope=scope, then=Value(rank)) for rank, scope in enumerate(
+        (RoutingScope.VIRTUAL_KEY, RoutingScope.TEAM, RoutingScope.CUSTOMER,
+         RoutingScope.GLOBAL))), output_field=IntegerField()).asc(),
+        "priority", "created_at", "id")
+
     def get_queryset(self, request: HttpRequest) -> Any:
         return super().get_queryset(request).prefetch_related("targets__provider")
+
+    @admin.display(description="condition", ordering="cel_expression")
+    def condition(self, obj: RoutingRule) -> str:
+        text = " ".join(obj.cel_expression.split()) or "(always)"
+        if len(text) > self.CONDITION_SHOWN_CHARS:
+            text = text[:self.CONDITION_SHOWN_CHARS - 1] + "…"
+        return format_html("<code>{}</code>", text)
 
     @admin.display(description="scope owner")
     def scope_owner_link(self, obj: RoutingRule) -> str:

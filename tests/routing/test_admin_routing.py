@@ -221,3 +221,20 @@ def test_changelist_columns_and_enable_actions(admin_client_logged_in):
     rule.refresh_from_db()
     assert rule.enabled is False
     assert events() == [("update", "routingrule")]
+
+
+def test_the_rule_list_runs_in_evaluation_order_and_shows_each_condition(
+        admin_client_logged_in):
+    team = TeamFactory()
+    RoutingRuleFactory(name="global-first-by-priority", priority=0,
+                       cel_expression='model == "gpt-4o"')
+    RoutingRuleFactory(name="team-rule", scope="team", team=team, priority=50,
+                       cel_expression='headers["x-tier"] == "premium" && ' + "true && " * 30
+                       + "true")
+    page = admin_client_logged_in.get(admin_url(RoutingRule, "changelist"))
+    names = [rule.name for rule in page.context["cl"].result_list]
+    assert names == ["team-rule", "global-first-by-priority"]  # the team's rules run first
+    assert "<code>model == &quot;gpt-4o&quot;</code>" in page.text
+    assert "headers[&quot;x-tier&quot;] == &quot;premium&quot; &amp;&amp; true" in page.text
+    assert "…</code>" in page.text  # a long condition is cut
+    assert RoutingRule.objects.count() == 2
