@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import transaction
@@ -55,7 +56,30 @@ def bump_now() -> int:
             return -1
     with _lock:
         _local_version = next(_local_counter)
-        return _local_version
+        version = _local_version
+        listeners = list(_listeners)
+    for listener in listeners:  # the embedded runtime rebuilds now, not at its next poll
+        try:
+            listener()
+        except Exception:
+            logger.exception("a config version listener failed")
+    return version
+
+
+# Called (from any thread) after each bump of the in-process version: the embedded runtime
+# wakes its poll at once, so a key created through the API works within milliseconds.
+_listeners: list[Callable[[], None]] = []
+
+
+def add_listener(listener: Callable[[], None]) -> None:
+    with _lock:
+        _listeners.append(listener)
+
+
+def remove_listener(listener: Callable[[], None]) -> None:
+    with _lock:
+        if listener in _listeners:
+            _listeners.remove(listener)
 
 
 def _retry_in_background() -> None:

@@ -72,6 +72,8 @@ class GovernanceRuntime:
         self.embedded = embedded
         self.redis = redis_client
         self.poll_s = (poll_ms if poll_ms is not None else gateway_settings.CONFIG_POLL_MS) / 1000
+        self._changed = asyncio.Event()  # set when this process changed the configuration
+        self._wake: Callable[[], Any] | None = None
         self.governor = Governor(
             ledger,
             require_virtual_key=gateway_settings.REQUIRE_VIRTUAL_KEY,
@@ -143,7 +145,9 @@ class GovernanceRuntime:
         # (a start while Redis was down said so already)
         failing = self.snapshot is not None and self.snapshot.version == UNKNOWN_VERSION
         while True:
-            await asyncio.sleep(self.poll_s)
+            with contextlib.suppress(TimeoutError):  # a poll, or a change in this process
+                await asyncio.wait_for(self._changed.wait(), self.poll_s)
+            self._changed.clear()
             try:
                 # After an outage: rebuilt whatever the version says. A change committed
                 # meanwhile may not have moved it (its writer could not reach Redis either).
@@ -232,6 +236,10 @@ class GovernanceRuntime:
             restored = await rebuild_counters(self.ledger)
             logger.info("embedded ledger: %d counters rebuilt from usage records", restored)
         _current = self
+        if self.embedded:
+            loop = asyncio.get_running_loop()
+            self._wake = lambda: loop.call_soon_threadsafe(self._changed.set)
+            config_version.add_listener(self._wake)
         loops: list[Awaitable[None]] = [self._poll_loop(), self._usage_view_loop(),
                                         self._every(FLUSH_INTERVAL_S, self.flush, "flush_usage")]
         if self.embedded:
@@ -242,6 +250,9 @@ class GovernanceRuntime:
     async def stop(self) -> None:
         """Stop the loops, then flush what is left (the server drained requests already)."""
         global _current
+        if self._wake is not None:
+            config_version.remove_listener(self._wake)
+            self._wake = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -270,3 +270,32 @@ def test_a_version_bump_that_failed_is_retried_until_redis_answers(monkeypatch, 
         time.sleep(0.01)
     time.sleep(0.5)
     assert len(calls) == 3  # retried until it answered, then no more
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_embedded_change_is_served_at_once_not_at_the_next_poll():
+    """A key created through the API or the admin works within milliseconds: the process's
+    own version bump wakes its poll (a script that created a key and used it at once got a
+    401 for up to the poll interval)."""
+    import asyncio
+    import time
+
+    from asgiref.sync import sync_to_async
+
+    from gateway import config_version
+
+    runtime = GovernanceRuntime(ledger=MemoryLedger(), sink=MemorySink(), embedded=True,
+                                poll_ms=60_000)
+    await runtime.start()
+    try:
+        before = runtime.swaps
+        key = await sync_to_async(VirtualKeyFactory)(name="fresh")
+        started = time.monotonic()
+        await sync_to_async(config_version.bump_now)()
+        while runtime.swaps == before and time.monotonic() - started < 5:
+            await asyncio.sleep(0.005)
+        assert time.monotonic() - started < 2  # not the minute the poll waits
+        assert any(item.id == str(key.pk) for item in runtime.snapshot.keys_by_hash.values())
+    finally:
+        await runtime.stop()
+    assert runtime._wake is None  # the listener went with the runtime
