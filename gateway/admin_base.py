@@ -630,6 +630,25 @@ RESET_EXPLANATION = (
     "refused will be admitted again. Usage records are kept. This cannot be undone.")
 
 
+def reset_usage_action(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: Any,
+                       reset: Callable[[Actor, Any], int]) -> TemplateResponse | None:
+    """"Reset usage" on the selected objects once confirmed: ``reset(actor, obj)`` resets
+    one and says how many limits it reset; one transaction, one config version bump."""
+    ask = confirmation(request, model_admin, queryset, action="reset_usage",
+                       title="Reset usage", verb="reset their usage",
+                       explanation=RESET_EXPLANATION)
+    if ask is not None:
+        return ask
+    actor = get_actor(request)
+    count = 0
+    with transaction.atomic():
+        for obj in queryset:
+            count += reset(actor, obj)
+        config_version.bump_on_commit()
+    model_admin.message_user(request, f"Usage reset on {count} limit(s).", messages.SUCCESS)
+    return None
+
+
 class LimitOwnerAdmin(AuditedModelAdmin):
     """An owner of budgets and a rate limit: both inlines, usage columns, "Reset usage"."""
 
@@ -650,16 +669,6 @@ class LimitOwnerAdmin(AuditedModelAdmin):
     @admin.action(description="Reset usage of the selected %(verbose_name_plural)s",
                   permissions=["change"])
     def reset_usage(self, request: HttpRequest, queryset: Any) -> TemplateResponse | None:
-        ask = confirmation(request, self, queryset, action="reset_usage",
-                           title="Reset usage", verb="reset their usage",
-                           explanation=RESET_EXPLANATION)
-        if ask is not None:
-            return ask
-        actor = get_actor(request)
-        count = 0
-        with transaction.atomic():
-            for owner in queryset:
-                count += limits.reset_owner_usage(actor, self.owner_kind, owner)
-            config_version.bump_on_commit()
-        self.message_user(request, f"Usage reset on {count} limit(s).", messages.SUCCESS)
-        return None
+        return reset_usage_action(
+            self, request, queryset,
+            lambda actor, owner: limits.reset_owner_usage(actor, self.owner_kind, owner))

@@ -13,7 +13,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db import models, transaction
+from django.db import models
 from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -21,9 +21,7 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from gateway import config_version
 from gateway.admin_base import (
-    RESET_EXPLANATION,
     AuditedInlineMixin,
     AuditedModelAdmin,
     BudgetInline,
@@ -34,7 +32,6 @@ from gateway.admin_base import (
     RateLimitInline,
     ReadOnlyModelAdmin,
     admin_change_url,
-    confirmation,
     get_actor,
     key_alignment,
     link_to,
@@ -42,6 +39,7 @@ from gateway.admin_base import (
     money,
     prepare_budget_window,
     render_secret_once,
+    reset_usage_action,
     usage_bar,
     with_default_ordering,
 )
@@ -471,20 +469,11 @@ class LimitAdmin(AuditedModelAdmin):
     @admin.action(description="Reset usage of the selected %(verbose_name_plural)s",
                   permissions=["change"])
     def reset_usage(self, request: HttpRequest, queryset: Any) -> TemplateResponse | None:
-        ask = confirmation(request, self, queryset, action="reset_usage",
-                           title="Reset usage", verb="reset their usage",
-                           explanation=RESET_EXPLANATION)
-        if ask is not None:
-            return ask
-        actor = get_actor(request)
-        with transaction.atomic():
-            count = 0
-            for limit in queryset:
-                limits.reset_usage(actor, limit)
-                count += 1
-            config_version.bump_on_commit()
-        self.message_user(request, f"Usage reset on {count} limit(s).", messages.SUCCESS)
-        return None
+        def reset_one(actor: Any, limit: Budget | RateLimit) -> int:
+            limits.reset_usage(actor, limit)
+            return 1
+
+        return reset_usage_action(self, request, queryset, reset_one)
 
 
 class BudgetForm(GatewayAdminForm):
