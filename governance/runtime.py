@@ -237,9 +237,14 @@ class GovernanceRuntime:
             logger.info("embedded ledger: %d counters rebuilt from usage records", restored)
         _current = self
         if self.embedded:
-            loop = asyncio.get_running_loop()
-            self._wake = lambda: loop.call_soon_threadsafe(self._changed.set)
-            config_version.add_listener(self._wake)
+            loop, changed = asyncio.get_running_loop(), self._changed
+
+            def wake() -> None:
+                if not loop.is_closed():  # (a runtime never stopped: its loop is gone)
+                    loop.call_soon_threadsafe(changed.set)
+
+            self._wake = wake
+            config_version.add_listener(wake)
         loops: list[Awaitable[None]] = [self._poll_loop(), self._usage_view_loop(),
                                         self._every(FLUSH_INTERVAL_S, self.flush, "flush_usage")]
         if self.embedded:
