@@ -537,7 +537,7 @@ def retention_pass(*, now: datetime | None = None) -> int:
 # -- Celery (production) -----------------------------------------------------------------------
 
 
-def _redis_reader() -> Any:
+def redis_usage_reader() -> Any:
     import redis
 
     from governance.sink import RedisStreamReader
@@ -556,7 +556,7 @@ def flush_usage() -> int:
     async def run() -> int:
         ledger = ledger_from_url(settings.REDIS_URL, key_prefix=settings.LEDGER_KEY_PREFIX)
         try:
-            return await flush_pass(_redis_reader(), ledger)
+            return await flush_pass(redis_usage_reader(), ledger)
         finally:
             await ledger.aclose()
 

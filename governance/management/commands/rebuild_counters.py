@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from governance.ledger import ledger_from_url
-from governance.tasks import _redis_reader, drain_into_records, rebuild_counters
+from governance.tasks import drain_into_records, rebuild_counters, redis_usage_reader
 
 
 class Command(BaseCommand):
@@ -30,7 +30,7 @@ class Command(BaseCommand):
                 "REDIS_URL is not set: in the embedded mode counters live in the gateway "
                 "process, which rebuilds them from usage records every time it starts.")
 
-        written = drain_into_records(_redis_reader(), max_batches=1_000_000)
+        written = drain_into_records(redis_usage_reader(), max_batches=1_000_000)
         if written:
             self.stdout.write(f"Wrote {written} usage records still waiting in the stream.")
 
