@@ -49,6 +49,10 @@ class Exchange:
     upstream_operation: str
     anthropic_upstream: bool
     translated: bool
+    # The output cap's name in a translated request: OpenAI's own API has replaced
+    # max_tokens (which its reasoning models refuse) with max_completion_tokens; compatible
+    # servers and Azure's older API versions know max_tokens only.
+    max_tokens_field: str = "max_tokens"
 
 
 def _exchange_table() -> dict[tuple[str, str], Exchange]:
@@ -59,7 +63,9 @@ def _exchange_table() -> dict[tuple[str, str], Exchange]:
     for kind in OPENAI_KINDS:
         for operation in OPENAI_PATHS:
             table[operation, kind] = Exchange(operation, False, translated=False)
-        table["messages", kind] = Exchange("chat", False, translated=True)
+        table["messages", kind] = Exchange(
+            "chat", False, translated=True,
+            max_tokens_field="max_completion_tokens" if kind == "openai" else "max_tokens")
     return table
 
 

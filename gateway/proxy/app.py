@@ -680,9 +680,12 @@ class InferenceApp:
     def _upstream_body(call: Call, exchange: Exchange, model: str) -> bytes:
         body = call.body
         if exchange.translated:
-            translated = (translation.chat_to_messages_request(body, model=model)
-                          if exchange.anthropic_upstream
-                          else translation.messages_to_chat_request(body, model=model))
+            if exchange.anthropic_upstream:
+                translated = translation.chat_to_messages_request(body, model=model)
+            else:
+                translated = translation.messages_to_chat_request(body, model=model)
+                if exchange.max_tokens_field != "max_tokens" and "max_tokens" in translated:
+                    translated[exchange.max_tokens_field] = translated.pop("max_tokens")
             return orjson.dumps(translated)
         outgoing = {name: value for name, value in body.items() if name not in GATEWAY_FIELDS}
         outgoing["model"] = model

@@ -375,6 +375,20 @@ def test_anthropic_client_reaches_an_openai_model_through_translation(gateway, w
     assert upstream.path == "/v1/chat/completions"
     assert upstream.json["model"] == "gpt-4o-mini"
     assert upstream.json["messages"][0] == {"role": "system", "content": "terse"}
+    # OpenAI's own API: max_completion_tokens (its reasoning models refuse max_tokens)
+    assert upstream.json["max_completion_tokens"] == 30 and "max_tokens" not in upstream.json
+
+
+def test_an_openai_compatible_server_gets_max_tokens_from_an_anthropic_client(gateway, world):
+    from gateway.models import Provider
+
+    Provider.objects.filter(name="mock").update(kind="openai_compatible")
+    gateway.reload()
+    with anthropic_client(gateway, world["secret"]) as client:
+        client.messages.create(model="mock/gpt-4o-mini", max_tokens=30,
+                               messages=[{"role": "user", "content": "Hello"}])
+    upstream = world["mock"].requests[0]
+    assert upstream.json["max_tokens"] == 30 and "max_completion_tokens" not in upstream.json
 
 
 def test_no_inference_request_reaches_django(gateway, world):
