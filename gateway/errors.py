@@ -122,6 +122,8 @@ class LimitExceeded(GatewayError):
                  fields: dict[str, list[str]] | None = None):
         super().__init__(message, fields=fields)
         self.retry_after_seconds = retry_after_seconds
+        # x-ratelimit-* of the limits that refused (encoded ASGI headers; the governor's)
+        self.rate_limit_headers: list[tuple[bytes, bytes]] = []
 
 
 class BudgetExceeded(LimitExceeded):

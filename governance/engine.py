@@ -131,7 +131,18 @@ def denial_error(denied: Denied) -> LimitExceeded:
         error = ConcurrencyLimited
     else:
         error = BudgetExceeded
-    return error(message, retry_after_seconds=retry_after)
+    denied_error = error(message, retry_after_seconds=retry_after)
+    # OpenAI's x-ratelimit-* for the request and token limits that refused, as a 429 from
+    # OpenAI carries them: nothing remains until the window resets.
+    headers: list[tuple[bytes, bytes]] = []
+    for metric, names in ((Metric.REQUESTS, REQUEST_HEADER_NAMES),
+                          (Metric.TOKENS, TOKEN_HEADER_NAMES)):
+        refused = [limit for limit, _used in violations if limit.metric is metric]
+        if refused:
+            headers += [(names[0], b"%d" % min(limit.maximum for limit in refused)),
+                        (names[1], b"0"), (names[2], b"%ds" % max(math.ceil(retry_after), 1))]
+    denied_error.rate_limit_headers = headers
+    return denied_error
 
 
 # (limit id, metric, maximum) of the limits that take part in capacity.

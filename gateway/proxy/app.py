@@ -422,7 +422,7 @@ class InferenceApp:
     async def _send_error(self, call: Call, error: GatewayError) -> None:
         call.response_started = True
         headers = [*call.base_headers, *encode_headers(error_headers(error)),
-                   self._overhead(call)]
+                   *getattr(error, "rate_limit_headers", ()), self._overhead(call)]
         if call.upstream_attempts > 1 and error.status_code in RETRIED_STATUSES:
             # The gateway retried the provider already (with backoff): the official SDKs
             # would each retry the whole request again, multiplying the provider's calls.

@@ -267,7 +267,13 @@ def test_request_limit_is_429_with_retry_after(gateway, world):
             client.chat.completions.create(model="mock/gpt-4o-mini",
                                            messages=[{"role": "user", "content": "x"}])
     assert caught.value.code == "request_limited"
-    assert 0 < int(caught.value.response.headers["retry-after"]) <= 3600
+    refused = caught.value.response.headers
+    assert 0 < int(refused["retry-after"]) <= 3600
+    # the refusal says which limit, as OpenAI's own 429s do
+    assert (refused["x-ratelimit-limit-requests"], refused["x-ratelimit-remaining-requests"]) \
+        == ("2", "0")
+    assert refused["x-ratelimit-reset-requests"] == f"{refused['retry-after']}s"
+    assert "x-ratelimit-limit-tokens" not in refused
 
 
 def test_anthropic_messages_native(gateway, world):
