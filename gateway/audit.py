@@ -88,9 +88,21 @@ def record(actor: Actor, action: str, obj: models.Model, changes: dict[str, Any]
         action=action,
         object_type=object_type or obj._meta.model_name or "",
         object_id=str(obj.pk),
-        object_repr=str(obj)[:255],
+        object_repr=describe(obj)[:255],
         changes=changes or {},
     )
+
+
+def describe(obj: models.Model) -> str:
+    """How an audit event names its object: a budget or rate limit with its owner (alone,
+    "$10 per 1d" could be any team's)."""
+    owner_label = getattr(obj, "owner_label", None)
+    if callable(owner_label):
+        try:
+            return f"{owner_label()}: {obj}"
+        except Exception:  # an owner already gone (a delete in progress): the object alone
+            return str(obj)
+    return str(obj)
 
 
 def record_create(actor: Actor, obj: models.Model) -> AuditEvent:

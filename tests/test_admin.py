@@ -501,3 +501,16 @@ def test_an_objects_history_is_its_audit_trail(admin_client_logged_in):
     history = admin_client_logged_in.get(
         reverse("admin:governance_virtualkey_history", args=[key.pk]), follow=True)
     assert [event.action for event in history.context["cl"].result_list] == ["rotate_secret"]
+
+
+def test_audit_events_name_a_limits_owner(admin_client_logged_in):
+    from decimal import Decimal
+
+    from gateway.audit import Actor, record
+    from gateway.models import AuditEvent
+    from tests.factories import BudgetFactory, TeamFactory
+
+    budget = BudgetFactory(team=TeamFactory(name="research"), max_limit=Decimal(10),
+                           reset_duration="1d")
+    record(Actor(None, "api"), "update", budget)
+    assert AuditEvent.objects.get().object_repr == f'team "research": {budget}'
