@@ -62,6 +62,7 @@ class Provider(TimestampedModel):
     )
     kind = models.CharField(max_length=32, choices=ProviderKind.choices)
     base_url = models.CharField(
+        "base URL",
         max_length=500,
         blank=True,
         validators=[validate_http_url],
@@ -69,7 +70,8 @@ class Provider(TimestampedModel):
         "OpenAI-compatible servers).",
     )
     api_version = models.CharField(
-        max_length=50, blank=True, help_text="Azure OpenAI api-version, e.g. 2024-10-21."
+        "API version", max_length=50, blank=True,
+        help_text="Azure OpenAI api-version, e.g. 2024-10-21.",
     )
     price_provider = models.CharField(
         max_length=50,
