@@ -29,7 +29,7 @@ from gateway.actions import delete_object, lock_rows, save_object
 from gateway.audit import Actor
 from gateway.formats import plain_decimal
 from governance import limits
-from governance.durations import window_identity
+from governance.durations import same_window
 from governance.models import (
     MULTI_BUDGET_OWNERS,
     OWNER_FIELDS,
@@ -484,22 +484,25 @@ def key_alignment(parent: models.Model) -> bool | None:
     return None
 
 
+def duplicate_window_message(duration: str, same: str) -> str:
+    spelled = "" if same == duration else f" (the window of {same})"
+    return f"duplicate reset_duration {duration}{spelled}: one budget per window duration"
+
+
 class BudgetInlineFormSet(forms.BaseInlineFormSet):
     def clean(self) -> None:
         super().clean()
-        seen: dict[tuple[int, int], str] = {}
+        seen: list[str] = []
         for form in self.forms:
             if not hasattr(form, "cleaned_data") or self._should_delete_form(form):
                 continue
             duration = form.cleaned_data.get("reset_duration")
             if not duration:
                 continue
-            same = seen.get(window_identity(duration))
+            same = same_window(duration, seen)
             if same is not None:
-                spelled = "" if same == duration else f" (the window of {same})"
-                form.add_error("reset_duration", f"duplicate reset_duration {duration}"
-                                                 f"{spelled}: one budget per window duration")
-            seen[window_identity(duration)] = duration
+                form.add_error("reset_duration", duplicate_window_message(duration, same))
+            seen.append(duration)
 
 
 class BudgetInline(AuditedInlineMixin, admin.TabularInline):
@@ -615,8 +618,7 @@ def confirmation(request: HttpRequest, model_admin: admin.ModelAdmin, queryset: 
         **model_admin.admin_site.each_context(request),
         "title": title, "verb": verb, "explanation": explanation, "action": action,
         "opts": model_admin.model._meta, "count": queryset.count(),
-        "objects": [f"{obj.owner_label()}: {obj}" if hasattr(obj, "owner_label") else str(obj)
-                    for obj in queryset[:CONFIRM_LIST_MAX]],
+        "objects": [audit.describe(obj) for obj in queryset[:CONFIRM_LIST_MAX]],
         "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
         "select_across": request.POST.get("select_across") == "1",
         "action_checkbox_name": ACTION_CHECKBOX_NAME,

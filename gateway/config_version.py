@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from django.conf import settings
@@ -41,7 +42,6 @@ def current_version() -> int:
 # bumps that fail meanwhile need no more than the one increment it makes).
 RETRY_INTERVAL_S = 1.0
 _retrying: threading.Thread | None = None
-_retry_wakeup = threading.Event()
 
 
 def bump_now() -> int:
@@ -96,7 +96,8 @@ def _retry_in_background() -> None:
 
 
 def _retry_until_bumped() -> None:
-    while not _retry_wakeup.wait(RETRY_INTERVAL_S):
+    while True:
+        time.sleep(RETRY_INTERVAL_S)
         try:
             version = int(_redis_client().incr(REDIS_KEY))
         except Exception as exc:

@@ -32,6 +32,7 @@ from gateway.admin_base import (
     RateLimitInline,
     ReadOnlyModelAdmin,
     admin_change_url,
+    duplicate_window_message,
     get_actor,
     key_alignment,
     link_to,
@@ -46,7 +47,7 @@ from gateway.admin_base import (
 from gateway.formats import plain_decimal
 from gateway.secrets import digest, display_prefix, new_virtual_key_secret
 from governance import actions, limits
-from governance.durations import window_identity
+from governance.durations import same_window
 from governance.engine import window_reset_at
 from governance.ledger import Metric
 from governance.models import (
@@ -488,12 +489,9 @@ class BudgetForm(GatewayAdminForm):
         if kind in MULTI_BUDGET_OWNERS:
             others = (Budget.objects.filter(**{f"{kind}_id": getattr(self.instance, f"{kind}_id")})
                       .exclude(pk=self.instance.pk).values_list("reset_duration", flat=True))
-            same = [other for other in others
-                    if window_identity(other) == window_identity(duration)]
-            if same:
-                spelled = "" if same[0] == duration else f" (the window of {same[0]})"
-                raise forms.ValidationError(f"duplicate reset_duration {duration}{spelled}: "
-                                            "one budget per window duration")
+            same = same_window(duration, others)
+            if same is not None:
+                raise forms.ValidationError(duplicate_window_message(duration, same))
         return duration
 
 

@@ -16,6 +16,7 @@ numbers. The nominal length of a rolling ``1M`` window is 30 days, ``1Q`` 90 day
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -165,3 +166,9 @@ def window_identity(text: str) -> tuple[int, int]:
     except InvalidDuration:
         return (-1, hash(text))
     return (duration.seconds, duration.months)
+
+
+def same_window(duration: str, others: Iterable[str]) -> str | None:
+    """The first of ``others`` that is ``duration``'s window however spelled, else None."""
+    identity = window_identity(duration)
+    return next((other for other in others if window_identity(other) == identity), None)

@@ -23,7 +23,7 @@ from governance.durations import (
     InvalidDuration,
     calendar_period_start,
     parse_duration,
-    window_identity,
+    same_window,
 )
 from governance.models import Budget, RateLimit
 
@@ -57,17 +57,17 @@ def create_budget(actor: Actor, owner_kind: str, owner: models.Model, spec: dict
 
 
 def _check_unique_durations(entries: list[dict[str, Any]], field: str) -> None:
-    seen: dict[tuple[int, int], str] = {}
+    seen: list[str] = []
     for index, entry in enumerate(entries):
         duration = entry["reset_duration"]
-        same = seen.get(window_identity(duration))
+        same = same_window(duration, seen)
         if same is not None:
             detail = duration if same == duration else f"{duration} is the window of {same}"
             raise BadRequest(
                 f"duplicate reset_duration in {field}: {detail}",
                 fields={f"{field}[{index}].reset_duration": ["duplicate reset_duration"]},
             )
-        seen[window_identity(duration)] = duration
+        seen.append(duration)
 
 
 def reconcile_budgets(actor: Actor, owner_kind: str, owner: models.Model,

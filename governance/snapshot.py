@@ -132,6 +132,10 @@ class ProviderConfigRecord:
     key_ids: frozenset[str]
     limits: tuple[Limit, ...]
 
+    @property
+    def allows_every_model(self) -> bool:
+        return self.allowed_models == ALL
+
     def allows_model(self, model: str) -> bool:
         if self.allowed_models == ALL:
             return True

@@ -32,6 +32,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from gateway.conf import gateway_settings
+from gateway.formats import dollars_text
 from governance.durations import parse_duration
 from governance.ledger import NANOS_PER_DOLLAR, Ledger, Limit, Metric, ledger_from_url
 from governance.ledger.windows import lattice_bounds, window_bounds
@@ -188,8 +189,6 @@ def _insert_plan(connection: Any) -> _InsertPlan:
 
 
 Conversion = Callable[[Any], Any]
-NANOS = 1_000_000_000
-
 
 def _conversions(connection: Any) -> tuple[Conversion, Conversion]:
     """An event's ``created_at`` (epoch seconds) and ``cost_nanos`` as the database backend's
@@ -221,12 +220,7 @@ def _sqlite_conversions(connection: Any) -> tuple[Conversion, Conversion]:
     def when(created_at: float) -> str:
         return str(from_timestamp(created_at, zone).replace(tzinfo=None))
 
-    def money(cost_nanos: int) -> str:
-        if cost_nanos < 0:  # never for a cost the gateway computed; kept exact all the same
-            return str(Decimal(cost_nanos).scaleb(-9))
-        return f"{cost_nanos // NANOS}.{cost_nanos % NANOS:09d}"
-
-    return when, money
+    return when, dollars_text
 
 
 def write_records(events: Sequence[UsageEvent]) -> int:

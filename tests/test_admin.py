@@ -514,3 +514,8 @@ def test_audit_events_name_a_limits_owner(admin_client_logged_in):
                            reset_duration="1d")
     record(Actor(None, "api"), "update", budget)
     assert AuditEvent.objects.get().object_repr == f'team "research": {budget}'
+
+
+def test_provider_fields_are_labelled_as_they_are_written(admin_client_logged_in):
+    page = admin_client_logged_in.get(reverse("admin:gateway_provider_add")).text
+    assert ">Base URL:<" in page and ">API version:<" in page

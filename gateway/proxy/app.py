@@ -45,6 +45,7 @@ from gateway.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
+from gateway.formats import dollars_text
 from gateway.proxy import translation
 from gateway.proxy.adapters import (
     Exchange,
@@ -462,7 +463,7 @@ class InferenceApp:
             provider = providers.get(config.provider)
             if provider is None or not provider.enabled:
                 continue
-            if config.allowed_models == ("*",):
+            if config.allows_every_model:
                 names += [(f"{config.provider}/{model}", config.provider)
                           for model in pricer.catalog_model_ids(config.provider)]
             else:
@@ -646,10 +647,9 @@ class InferenceApp:
             await self._send_error(call, failure.error)
             return
         body = answer[1]
-        provider = call.snapshot.providers.get(last.candidate.provider)
-        provider_dialect = "anthropic" if provider is not None and \
-            provider.kind == "anthropic" and call.operation in ("chat", "messages") else "openai"
-        if provider_dialect != call.dialect:  # the client's SDK reads its own API's errors
+        provider = call.snapshot.providers[last.candidate.provider]  # (it answered)
+        if exchange_for(call.operation, provider.kind).translated:
+            # a provider of the other API: the client's SDK reads its own API's errors
             body = provider_error_in_dialect(body, answer[0], call.dialect)
         headers = self._raw_headers(call, state, last.candidate, last.index, None)
         headers += forwarded_headers(answer[2])
@@ -1365,18 +1365,6 @@ class StreamRelay:
                                                        "code": code}}) + b"\n\n"
         return translation.sse_event("error", {"type": "error", "error": {
             "type": "api_error", "message": message}})
-
-
-def dollars_text(nanos: int) -> str:
-    """Nano-dollars as a decimal number of dollars, exactly, without trailing zeros
-    (``x-gateway-cost-usd``). Integer arithmetic: a float division rounds large amounts,
-    and formatting a float to nine places costs more than these two steps."""
-    if nanos < 0:
-        return "-" + dollars_text(-nanos)
-    whole, fraction = divmod(nanos, 1_000_000_000)
-    if not fraction:
-        return str(whole)
-    return f"{whole}.{fraction:09d}".rstrip("0")
 
 
 def _openai_model(name: str, owner: str, created: int) -> dict[str, Any]:

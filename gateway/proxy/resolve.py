@@ -23,8 +23,6 @@ from typing import Any
 from gateway.errors import ModelNotFound
 from routing.engine import Capacity, RoutingContext, RoutingEngine
 
-ALL_MODELS = ("*",)  # a provider config's allowed models when it allows every one
-
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
@@ -125,7 +123,7 @@ def _bare_model_candidates(snapshot: object, key: object | None, model: str,
     configs = [config for config in key.provider_configs.values()  # type: ignore[attr-defined]
                if config.provider in providers and config.allows_model(model)
                ] if key is not None else []
-    named = [config for config in configs if config.allowed_models != ALL_MODELS]
+    named = [config for config in configs if not config.allows_every_model]
     if named:
         return _weighted_configs(named, model, rng)
     alias = snapshot.aliases.get(model)  # type: ignore[attr-defined]

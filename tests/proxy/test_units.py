@@ -311,8 +311,8 @@ class _Config:
     models: tuple[str, ...]
 
     @property
-    def allowed_models(self) -> tuple[str, ...]:
-        return self.models
+    def allows_every_model(self) -> bool:
+        return self.models == ("*",)
 
     def allows_model(self, model: str) -> bool:
         return self.models == ("*",) or model in self.models
